@@ -1,0 +1,140 @@
+"""A Flask MCP server that accepts only OAuth 2.1 access tokens issued for it.
+
+``create_app`` wires the parts together; configuration flows one way, from
+:class:`~app.settings.Settings` into each part's ``init_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+from flask_cors import CORS
+
+from app import cli
+from app import dev_issuer
+from app import errors
+from app import health
+from app import protected_resource
+from app import transport_security
+from app.auth import BearerAuthentication
+from app.auth import init_app as init_auth
+from app.auth.challenges import Challenger
+from app.auth.jwks import KeySource
+from app.auth.jwks import KeyStore
+from app.auth.jwks import RemoteJWKS
+from app.auth.jwks import StaticJWKS
+from app.auth.jwt_access_token import JWTAccessTokenValidator
+from app.auth.scopes import ScopePolicy
+from app.bridge import MAX_BODY_BYTES
+from app.bridge import init_app as init_bridge
+from app.mcp_server import ScopedServer
+from app.mcp_server import create_mcp_server
+from app.settings import Settings
+from app.tools import register_all
+
+__all__ = ["create_app", "start_worker", "stop_worker"]
+
+logger = logging.getLogger(__name__)
+
+MCP_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "MCP-Protocol-Version",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Mcp-Session-Id",
+    "Last-Event-ID",
+]
+MCP_RESPONSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id"]
+DEV_LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
+
+
+def _configure_logging() -> None:
+    # Before the SDK's MCPServer, whose own basicConfig would print bare messages.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    # The SDK logs every stateless exchange at INFO; keep its warnings and errors.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application; without ``settings`` they are read from the environment."""
+    settings = settings if settings is not None else Settings.from_env()
+    _configure_logging()
+    app = Flask(__name__, instance_path=settings.instance_path)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+
+    issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
+    key_source: KeySource
+    if issuer is not None:
+        logger.warning(
+            "DEVELOPMENT MODE (MCP_DEV=1): this server issues its own tokens; never expose it. "
+            "Get a token with: flask --app wsgi mcp token --sub alice --scope 'todo:read todo:write'"
+        )
+        key_source = StaticJWKS(issuer.jwks())
+        state_secret = settings.state_secret or issuer.state_secret
+    else:
+        key_source = RemoteJWKS(settings.issuer, settings.jwks_uri)
+        state_secret = settings.state_secret
+    keys = KeyStore(key_source, ttl=settings.jwks_ttl, refetch_cooldown=settings.jwks_refetch_cooldown)
+    app.extensions["mcp_keys"] = keys
+    app.extensions["mcp_settings"] = settings
+
+    policy = ScopePolicy(settings.scope_hierarchy)
+    server = create_mcp_server(state_secret=state_secret)
+    database = settings.database or os.path.join(app.instance_path, "todos.sqlite3")
+    register_all(ScopedServer(server, policy), database=database)
+
+    errors.init_app(app)
+    transport_security.init_app(app, settings)
+    init_auth(
+        app,
+        BearerAuthentication(
+            validator=JWTAccessTokenValidator(
+                issuer=settings.issuer,
+                audiences=settings.audiences,
+                keys=keys,
+                profile=settings.token_profile,
+                leeway=settings.clock_leeway,
+            ),
+            challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
+            scopes=policy,
+            resource_url=settings.resource_url,
+        ),
+    )
+    protected_resource.init_app(app, settings)
+    health.init_app(app, keys)
+    if issuer is not None:
+        dev_issuer.init_app(app, issuer)
+    init_bridge(app, server, settings)
+    CORS(
+        app,
+        resources={
+            r"/.well-known/*": {"origins": "*", "allow_headers": [], "methods": ["GET"]},
+            settings.endpoint_path + "*": {
+                "origins": [
+                    settings.public_origin,
+                    *settings.allowed_origins,
+                    *([DEV_LOOPBACK_ORIGINS] if settings.dev else []),
+                ],
+                "allow_headers": MCP_REQUEST_HEADERS,
+                "expose_headers": MCP_RESPONSE_HEADERS,
+                "methods": ["GET", "POST", "DELETE"],
+            },
+        },
+        intercept_exceptions=False,
+    )
+    cli.init_app(app)
+    return app
+
+
+def start_worker(app: Flask) -> None:
+    """Get a freshly forked worker ready: an event loop for the bridge, the signing keys loaded."""
+    app.extensions["mcp_bridge"].start_worker()
+    app.extensions["mcp_keys"].ensure_loaded()
+
+
+def stop_worker(app: Flask) -> None:
+    """Close the worker's event loops, so their threads end and the process can exit."""
+    app.extensions["mcp_bridge"].loops.close()

@@ -1,0 +1,134 @@
+"""Bearer authentication: the one ``before_request`` hook that lets a request in or answers a challenge.
+
+Every request is authenticated except the views marked :func:`public` (the
+discovery documents, health checks, the development issuer) and CORS
+preflights. Nothing of the body reaches the SDK before the token is verified
+(MCP security considerations: "MCP servers MUST validate access tokens before
+processing the request"). For ``tools/call`` the hook also checks the called
+tool's scopes and answers ``403 insufficient_scope`` before the SDK runs, so a
+client can step up (a JSON-RPC error inside a 200 gives it nothing to act on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+from typing import TypeVar
+
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import g
+from flask import request
+
+from app.auth.bearer import extract_bearer_token
+from app.auth.challenges import BearerError
+from app.auth.challenges import Challenger
+from app.auth.challenges import InsufficientScope
+from app.auth.challenges import KeysUnavailable
+from app.auth.challenges import MissingToken
+from app.auth.jwt_access_token import JWTAccessTokenValidator
+from app.auth.principal import Principal
+from app.auth.scopes import ScopePolicy
+from app.bridge.auth_context import authenticated_user
+
+logger = logging.getLogger(__name__)
+
+EXTENSION_KEY = "mcp_auth"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def public(view: F) -> F:
+    """Mark a view as reachable without a token."""
+    view._public = True  # type: ignore[attr-defined]
+    return view
+
+
+class BearerAuthentication:
+    """The pieces the hook needs, built once per app."""
+
+    def __init__(
+        self,
+        *,
+        validator: JWTAccessTokenValidator,
+        challenger: Challenger,
+        scopes: ScopePolicy,
+        resource_url: str,
+        mcp_endpoint: str = "mcp",
+    ) -> None:
+        self.validator = validator
+        self.challenger = challenger
+        self.scopes = scopes
+        self.resource_url = resource_url
+        self.mcp_endpoint = mcp_endpoint
+
+    def authenticate(self) -> Response | None:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return None  # a CORS preflight carries no credentials by design
+        view = current_app.view_functions.get(request.endpoint or "")
+        if view is not None and getattr(view, "_public", False):
+            return None
+        try:
+            token = extract_bearer_token(request.headers.get("Authorization"))
+            if token is None:
+                raise MissingToken("An access token is required")
+            principal = self.validator.validate(token)
+            g.principal = principal
+            g.claims = principal.claims
+            if request.endpoint == self.mcp_endpoint:
+                g.mcp_user = authenticated_user(principal.to_access_token(token, self.resource_url))
+                self._check_scopes(principal)
+        except BearerError as error:
+            self._log_refusal(error)
+            return self.challenger.response(error)
+        except KeysUnavailable as error:
+            logger.error("refusing a request: no signing keys are loaded")
+            return Challenger.unavailable(error)
+        return None
+
+    def _check_scopes(self, principal: Principal) -> None:
+        required: set[str] = set()
+        for name in self._called_tools():
+            required |= self.scopes.required_for_tool(name)
+        if required and self.scopes.missing(principal.scopes, required):
+            needed = sorted(required)
+            raise InsufficientScope(f"This call requires the scopes: {' '.join(needed)}", scope=needed)
+
+    def _called_tools(self) -> Iterator[str]:
+        """Tool names from the JSON-RPC body itself, never from the Mcp-Name header alone.
+
+        A body that does not parse is left to the SDK, which answers it with
+        its own JSON-RPC error.
+        """
+        if request.method != "POST":
+            return
+        try:
+            message = json.loads(request.get_data(cache=True))
+        except (ValueError, RecursionError):
+            return
+        for item in message if isinstance(message, list) else [message]:
+            if isinstance(item, dict) and item.get("method") == "tools/call":
+                params = item.get("params")
+                name = params.get("name") if isinstance(params, dict) else None
+                if isinstance(name, str):
+                    yield name
+
+    def _log_refusal(self, error: BearerError) -> None:
+        principal: Principal | None = g.get("principal")
+        logger.info(
+            "refused %s %s: %s %s (%s)%s",
+            request.method,
+            request.path,
+            error.status_code,
+            error.error or "no_token",
+            error.description,
+            f" sub={principal.sub!r} client_id={principal.client_id!r}" if principal else "",
+        )
+
+
+def init_app(app: Flask, authentication: BearerAuthentication) -> None:
+    app.extensions[EXTENSION_KEY] = authentication
+    app.before_request(authentication.authenticate)

@@ -1,0 +1,255 @@
+"""The authorization server's signing keys (RFC 7517 JWK Set), cached per worker.
+
+https://www.rfc-editor.org/rfc/rfc7517#section-5
+https://www.rfc-editor.org/rfc/rfc8414#section-3 (discovering ``jwks_uri``)
+
+The keys are fetched and imported once, refreshed after a TTL, and refetched
+when a token names an unknown ``kid`` -- but never more often than once per
+cooldown, so a stream of tokens with random ``kid`` values cannot turn into a
+stream of fetches. When the keys endpoint is down the cached keys stay in use;
+only a worker that never loaded any keys refuses to judge tokens (503).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc8414 import get_well_known_url
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry
+from joserfc.jwk import Key
+
+from app.auth.challenges import KeysUnavailable
+from app.settings import is_loopback_host
+
+logger = logging.getLogger(__name__)
+
+MAX_DOCUMENT_BYTES = 512 * 1024
+FETCH_TIMEOUT = 5.0
+
+KeyStatus = Literal["fresh", "stale", "missing"]
+
+
+class KeyFetchError(Exception):
+    """The keys (or the metadata that names them) could not be fetched."""
+
+
+class KeySource(Protocol):
+    """Where a JWK Set comes from."""
+
+    def fetch(self) -> Mapping[str, Any]: ...
+
+
+def fetch_json(url: str) -> dict[str, Any]:
+    """GET a small JSON object, with a timeout and a size limit, over https (http only on loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
+        raise KeyFetchError(f"refusing to fetch {url!r}: not an https URL")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (scheme checked)
+            data = response.read(MAX_DOCUMENT_BYTES + 1)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise KeyFetchError(f"GET {url} failed: {exc}") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise KeyFetchError(f"GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise KeyFetchError(f"GET {url}: not JSON") from None
+    if not isinstance(document, dict):
+        raise KeyFetchError(f"GET {url}: not a JSON object")
+    return document
+
+
+class RemoteJWKS:
+    """A JWK Set at ``jwks_uri``, discovered from the issuer's metadata when not configured."""
+
+    def __init__(self, issuer: str, jwks_uri: str | None = None) -> None:
+        self.issuer = issuer
+        self.jwks_uri = jwks_uri
+
+    def metadata_urls(self) -> list[str]:
+        """RFC 8414 section 3.1 (path-inserted) first, then OpenID Connect Discovery."""
+        urls = [
+            get_well_known_url(self.issuer, external=True),
+            get_well_known_url(self.issuer, external=True, suffix="openid-configuration"),
+            self.issuer.rstrip("/") + "/.well-known/openid-configuration",
+        ]
+        return list(dict.fromkeys(urls))
+
+    def discover(self) -> str:
+        problems = []
+        for url in self.metadata_urls():
+            try:
+                metadata = fetch_json(url)
+            except KeyFetchError as exc:
+                problems.append(str(exc))
+                continue
+            # RFC 8414 section 3.3: the issuer in the document MUST be identical to
+            # the issuer the URL was built from; otherwise the data MUST NOT be used.
+            if metadata.get("issuer") != self.issuer:
+                problems.append(f"{url}: issuer {metadata.get('issuer')!r} is not {self.issuer!r}")
+                continue
+            jwks_uri = metadata.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri:
+                problems.append(f"{url}: no jwks_uri")
+                continue
+            return jwks_uri
+        raise KeyFetchError("no usable authorization server metadata: " + "; ".join(problems))
+
+    def fetch(self) -> Mapping[str, Any]:
+        if self.jwks_uri is None:
+            self.jwks_uri = self.discover()
+        return fetch_json(self.jwks_uri)
+
+
+class StaticJWKS:
+    """A JWK Set held in memory (the development issuer's own keys)."""
+
+    def __init__(self, jwks: Mapping[str, Any]) -> None:
+        self._jwks = jwks
+
+    def fetch(self) -> Mapping[str, Any]:
+        return self._jwks
+
+
+def import_signing_keys(jwks: Mapping[str, Any]) -> dict[str | None, Key]:
+    """Import every usable signing key; one bad entry does not spoil the set."""
+    entries = jwks.get("keys")
+    if not isinstance(entries, list):
+        raise KeyFetchError("the JWK Set has no 'keys' array")
+    keys: dict[str | None, Key] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            key = JWKRegistry.import_key(entry)
+        except (JoseError, ValueError, TypeError) as exc:
+            logger.warning("ignoring a JWK that cannot be imported (kid=%r): %s", entry.get("kid"), exc)
+            continue
+        if key.is_private:
+            # A private key in a public JWK Set is a misconfiguration; never keep it.
+            key = JWKRegistry.import_key(key.as_dict(private=False))
+        keys[entry.get("kid") if isinstance(entry.get("kid"), str) else None] = key
+    if not keys:
+        raise KeyFetchError("the JWK Set holds no usable signing key")
+    return keys
+
+
+class KeyStore:
+    """The per-worker cache of signing keys."""
+
+    def __init__(
+        self,
+        source: KeySource,
+        *,
+        ttl: float = 3600,
+        refetch_cooldown: float = 30,
+        clock: Callable[[], float] = time.monotonic,
+        on_fetch: Callable[[str], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._ttl = ttl
+        self._cooldown = refetch_cooldown
+        self._clock = clock
+        self._on_fetch = on_fetch
+        self._keys: dict[str | None, Key] = {}
+        self._loaded_at: float | None = None
+        self._last_attempt: float | None = None
+        self._last_ok = False
+        self._lock = threading.Lock()
+        self.fetch_count = 0
+
+    @property
+    def status(self) -> KeyStatus:
+        if not self._keys:
+            return "missing"
+        fresh = self._last_ok and self._loaded_at is not None and self._clock() - self._loaded_at < self._ttl
+        return "fresh" if fresh else "stale"
+
+    def ensure_loaded(self) -> KeyStatus:
+        """Load the keys if none are loaded (or the TTL ran out), within the cooldown."""
+        if not self._keys or self._expired():
+            self._refresh("initial load" if not self._keys else "ttl")
+        return self.status
+
+    def find(self, kid: str | None) -> Key:
+        """The key for ``kid``; raises :class:`LookupError` for an unknown one.
+
+        Raises :class:`KeysUnavailable` when no keys at all could be loaded.
+        """
+        if not self._keys or self._expired():
+            self._refresh("initial load" if not self._keys else "ttl")
+        if not self._keys:
+            raise KeysUnavailable(retry_after=int(self._cooldown))
+        key = self._lookup(kid)
+        if key is None:
+            self._refresh("unknown kid")
+            key = self._lookup(kid)
+        if key is None:
+            raise LookupError(kid)
+        return key
+
+    def _lookup(self, kid: str | None) -> Key | None:
+        if kid is None:
+            # A token without kid is only unambiguous when the set has one key.
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    def _expired(self) -> bool:
+        return self._loaded_at is not None and self._clock() - self._loaded_at >= self._ttl
+
+    def _within_cooldown(self) -> bool:
+        return self._last_attempt is not None and self._clock() - self._last_attempt < self._cooldown
+
+    def _refresh(self, reason: str) -> bool:
+        """Fetch the keys unless a fetch happened within the cooldown; True if new keys came.
+
+        A TTL refresh never makes a request wait: while another thread fetches,
+        the cached keys keep serving. A first load or an unknown ``kid`` waits
+        for a fetch in flight, whose keys it can then use.
+        """
+        if self._within_cooldown():
+            return False
+        if not self._lock.acquire(blocking=reason != "ttl"):
+            return False
+        try:
+            if self._within_cooldown():
+                return False
+            now = self._clock()
+            self._last_attempt = now
+            self.fetch_count += 1
+            try:
+                keys = import_signing_keys(self._source.fetch())
+            except KeyFetchError as exc:
+                self._last_ok = False
+                if self._on_fetch:
+                    self._on_fetch("error")
+                logger.warning(
+                    "signing keys could not be fetched (%s): %s; %s",
+                    reason,
+                    exc,
+                    "keeping the cached keys" if self._keys else "no keys are loaded",
+                )
+                return False
+            self._keys = keys
+            self._loaded_at = now
+            self._last_ok = True
+            if self._on_fetch:
+                self._on_fetch("ok")
+            logger.info("loaded %d signing key(s) (%s): kids=%s", len(keys), reason, sorted(map(str, keys)))
+            return True
+        finally:
+            self._lock.release()

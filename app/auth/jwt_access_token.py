@@ -1,0 +1,177 @@
+"""JWT access tokens (RFC 7519, RFC 9068), verified with joserfc against the cached keys.
+
+https://www.rfc-editor.org/rfc/rfc9068#section-4
+https://modelcontextprotocol.io/specification/2026-07-28/basic/authorization#token-handling
+
+Two profiles:
+
+* ``jwt`` (default): what most identity providers issue. ``typ`` may be
+  ``at+jwt``, ``JWT`` or absent; ``client_id``, ``jti`` and ``iat`` are optional.
+* ``rfc9068``: RFC 9068 section 4 in full: ``typ`` ``at+jwt`` and every
+  claim of section 2.2 present.
+
+Both always check the signature against an algorithm allow-list, ``iss``
+(exact), ``aud`` (ours), ``exp``, ``nbf`` and ``sub``. A verified token is
+remembered by its SHA-256 until it expires, so a client that sends the same
+token again costs a dictionary lookup, not a signature check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from joserfc import jwt
+from joserfc.errors import BadSignatureError
+from joserfc.errors import ExceededSizeError
+from joserfc.errors import ExpiredTokenError
+from joserfc.errors import InvalidClaimError
+from joserfc.errors import JoseError
+from joserfc.errors import MissingClaimError
+from joserfc.errors import UnsupportedAlgorithmError
+from joserfc.jwk import GuestProtocol
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
+
+from app.auth.challenges import InvalidToken
+from app.auth.jwks import KeyStore
+from app.auth.principal import Principal
+
+# RFC 9068 section 4: the resource server MUST reject any JWT whose alg is "none";
+# symmetric algorithms make no sense with a public JWK Set (fastmcp PR #3430).
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+LENIENT_TYPES = ACCESS_TOKEN_TYPES | {"jwt"}
+
+CACHE_SIZE = 10_000
+
+
+def normalize_audience(value: str) -> str:
+    """Lower-case scheme and host and drop one trailing slash; opaque values only lose the slash.
+
+    MCP: implementations SHOULD accept uppercase scheme and host components;
+    the path is compared byte for byte.
+    """
+    value = value.removesuffix("/")
+    parts = urlsplit(value)
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
+    return value
+
+
+class JWTAccessTokenValidator:
+    """Turns a bearer token into a :class:`Principal`, or raises :class:`InvalidToken`."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audiences: Iterable[str],
+        keys: KeyStore,
+        profile: str = "jwt",
+        leeway: int = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer
+        self._audiences = frozenset(normalize_audience(a) for a in audiences)
+        self._keys = keys
+        self._strict = profile == "rfc9068"
+        self._leeway = leeway
+        self._clock = clock
+        # Extra header members some providers add (Entra's "nonce") are allowed;
+        # "crit" is still enforced, and jku/x5u/jwk are never used to find a key.
+        self._registry = JWSRegistry(algorithms=ALLOWED_ALGORITHMS, strict_check_header=False)
+        essential = {"essential": True}
+        options: dict[str, Any] = {"iss": {"essential": True, "value": issuer}, "sub": essential, "exp": essential}
+        if self._strict:
+            options.update(client_id=essential, iat=essential, jti=essential)
+        self._claims_registry = jwt.JWTClaimsRegistry(now=self._now, leeway=leeway, **options)
+        self._verified: dict[bytes, Principal] = {}
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def validate(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()
+        principal = self._verified.get(digest)
+        if principal is not None:
+            if principal.expires_at is not None and principal.expires_at > self._now() - self._leeway:
+                return principal
+            self._verified.pop(digest, None)
+            raise InvalidToken("The access token expired")
+        principal = self._verify(token)
+        if len(self._verified) >= CACHE_SIZE:
+            # Drop the oldest entry; dicts keep insertion order.
+            self._verified.pop(next(iter(self._verified)), None)
+        self._verified[digest] = principal
+        return principal
+
+    def _resolve_key(self, obj: GuestProtocol) -> Key:
+        kid = obj.headers().get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("The access token header is malformed")
+        try:
+            return self._keys.find(kid)
+        except LookupError:
+            raise InvalidToken("The access token is signed with an unknown key") from None
+
+    def _verify(self, token: str) -> Principal:
+        if token.count(".") != 2:
+            if token.count(".") == 4:
+                raise InvalidToken("Encrypted access tokens (JWE) are not accepted")
+            raise InvalidToken("The access token is not a JWT")
+        try:
+            decoded = jwt.decode(token, self._resolve_key, algorithms=ALLOWED_ALGORITHMS, registry=self._registry)
+        except InvalidToken:
+            raise
+        except UnsupportedAlgorithmError:
+            raise InvalidToken("The access token is signed with an algorithm that is not allowed") from None
+        except BadSignatureError:
+            raise InvalidToken("The access token signature is invalid") from None
+        except ExceededSizeError:
+            raise InvalidToken("The access token is too large") from None
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise InvalidToken("The access token is malformed") from None
+
+        typ = decoded.header.get("typ")
+        allowed_types = ACCESS_TOKEN_TYPES if self._strict else LENIENT_TYPES
+        if typ is None and not self._strict:
+            pass
+        elif not isinstance(typ, str) or typ.lower() not in allowed_types:
+            # RFC 9068 section 4: reject tokens whose typ is not at+jwt.
+            raise InvalidToken("The access token has the wrong type (typ)")
+
+        claims = decoded.claims
+        try:
+            self._claims_registry.validate(claims)
+        except ExpiredTokenError:
+            raise InvalidToken("The access token expired") from None
+        except MissingClaimError as exc:
+            raise InvalidToken(f"The access token lacks the {exc.claim} claim") from None
+        except InvalidClaimError as exc:
+            if exc.claim == "iss":
+                raise InvalidToken("The access token was issued by another issuer") from None
+            if exc.claim == "nbf":
+                raise InvalidToken("The access token is not valid yet") from None
+            if exc.claim == "iat":
+                raise InvalidToken("The access token was issued in the future") from None
+            raise InvalidToken(f"The access token has an invalid {exc.claim} claim") from None
+        except JoseError:
+            raise InvalidToken("The access token claims are invalid") from None
+
+        # MCP: servers MUST validate that access tokens were issued specifically
+        # for them as the intended audience (RFC 8707 section 2).
+        audience = claims.get("aud")
+        values = [audience] if isinstance(audience, str) else audience
+        if not isinstance(values, list) or not any(
+            isinstance(v, str) and normalize_audience(v) in self._audiences for v in values
+        ):
+            raise InvalidToken("The access token was not issued for this resource")
+        if self._strict and not isinstance(claims.get("client_id"), str):
+            raise InvalidToken("The access token has an invalid client_id claim")
+        return Principal.from_claims(claims)

@@ -1,0 +1,112 @@
+"""The MCP endpoint: the official SDK's Streamable HTTP handler, served inside Flask.
+
+``init_app`` mounts the endpoint at the resource URL's path (with and without
+a trailing slash, never a redirect: a 307/308 loses the POST body or the token
+in real clients). By the time a request reaches the view, ``before_request``
+hooks have checked Origin, Host and the bearer token; the view hands the
+request to the SDK and streams its answer back untouched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Flask
+from flask import Response
+from flask import g
+from flask import request
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from app.bridge.asgi_to_wsgi import ASGIExchange
+from app.bridge.asgi_to_wsgi import StreamingBody
+from app.bridge.asgi_to_wsgi import asgi_scope
+from app.bridge.auth_context import handler_context
+from app.bridge.event_loop import LoopPool
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+    from app.settings import Settings
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+EXTENSION_KEY = "mcp_bridge"
+
+
+class PassThroughResponse(Response):
+    """A response that adds no Content-Type of its own: the SDK's headers go out as sent."""
+
+    default_mimetype = None
+
+
+class MCPBridge:
+    """Per-process state of the endpoint: the pool of serving loops."""
+
+    def __init__(self, server: MCPServer, settings: Settings) -> None:
+        self.server = server
+        self.endpoint_path = settings.endpoint_path
+        self._json_response = settings.json_response
+
+        def new_manager() -> StreamableHTTPSessionManager:
+            return StreamableHTTPSessionManager(
+                app=server._lowlevel_server,
+                stateless=True,
+                json_response=self._json_response,
+                max_request_body_size=MAX_BODY_BYTES,
+            )
+
+        self.loops = LoopPool(new_manager)
+
+    def start_worker(self) -> None:
+        """Prepare one serving loop in this process (gunicorn calls it after forking a worker)."""
+        self.loops.release(self.loops.acquire())
+
+    def handle(self) -> Response:
+        body = request.get_data(cache=True) if request.method == "POST" else b""
+        user = g.get("mcp_user")
+        scope = asgi_scope(request.environ, self.endpoint_path, {"user": user} if user is not None else None)
+        serving = self.loops.acquire()
+        exchange = ASGIExchange(
+            serving,
+            serving.manager.handle_request,
+            scope,
+            body,
+            handler_context(user),
+            on_done=lambda: self.loops.release(serving),
+        )
+        try:
+            start = exchange.next_message()
+            first = exchange.next_message() if start is not None else None
+        except BaseException:
+            exchange.close()
+            raise
+        if start is None or start["type"] != "http.response.start":
+            exchange.close()
+            return PassThroughResponse(
+                b'{"error":"server_error","error_description":"The MCP handler gave no answer"}',
+                status=500,
+                content_type="application/json",
+            )
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        chunk = bytes(first.get("body", b"")) if first is not None else b""
+        if first is None or not first.get("more_body", False):
+            exchange.close()
+            return PassThroughResponse(chunk, status=start["status"], headers=headers)
+        return PassThroughResponse(
+            StreamingBody(exchange, chunk), status=start["status"], headers=headers, direct_passthrough=True
+        )
+
+
+def init_app(app: Flask, server: MCPServer, settings: Settings) -> MCPBridge:
+    bridge = MCPBridge(server, settings)
+    app.extensions[EXTENSION_KEY] = bridge
+    path = settings.endpoint_path
+    rules = [path] if path == "/" else [path, path + "/"]
+    for rule in rules:
+        app.add_url_rule(
+            rule,
+            endpoint="mcp",
+            view_func=bridge.handle,
+            methods=["GET", "POST", "DELETE"],
+            strict_slashes=False,
+        )
+    return bridge

@@ -1,0 +1,188 @@
+"""One HTTP exchange handed from a WSGI request to an ASGI application and back.
+
+What is translated:
+
+* the request: method, path, query string, headers (minus ``Authorization``:
+  the token was verified already and tool code never sees it) and the body,
+  read once by Flask, become an ASGI ``http`` scope and one ``http.request``;
+* the response: ``http.response.start`` becomes the WSGI status and headers,
+  untouched (no content type is added where the SDK sent none), and each
+  ``http.response.body`` becomes one chunk of the WSGI iterable as soon as the
+  application sends it, so Server-Sent Events stream live;
+* the end: when the WSGI server closes the iterable early (the client went
+  away), the application receives ``http.disconnect`` and its task is
+  cancelled, which cancels the running tool.
+
+What it cannot do: a WSGI server notices a vanished client only when it next
+writes, so cancellation happens at the next event of the stream (the SDK pings
+idle streams every 15 seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from typing import Any
+
+from app.bridge.event_loop import ServingLoop
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+    from starlette.types import ASGIApp
+    from starlette.types import Message
+    from starlette.types import Scope
+
+logger = logging.getLogger(__name__)
+
+FINISH_TIMEOUT = 5.0
+CANCEL_TIMEOUT = 10.0
+_HIDDEN_HEADERS = frozenset({"HTTP_AUTHORIZATION", "HTTP_PROXY"})
+
+
+def asgi_scope(environ: WSGIEnvironment, path: str, extra: dict[str, Any] | None = None) -> Scope:
+    """The ASGI HTTP scope for a WSGI request."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and key not in _HIDDEN_HEADERS:
+            name = key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key.replace("_", "-").lower()
+        else:
+            continue
+        headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    server_port = environ.get("SERVER_PORT") or "0"
+    protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": protocol.partition("/")[2] or "1.1",
+        "method": environ["REQUEST_METHOD"],
+        "scheme": environ.get("wsgi.url_scheme", "http"),
+        "path": path,
+        "raw_path": path.encode("latin-1"),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "server": (environ.get("SERVER_NAME", ""), int(server_port) if server_port.isdigit() else 0),
+        "client": (environ.get("REMOTE_ADDR", ""), int(environ.get("REMOTE_PORT") or 0)),
+        "state": {},
+    }
+    if extra:
+        scope.update(extra)
+    return scope
+
+
+class ASGIExchange:
+    """Runs one ASGI request on a borrowed :class:`ServingLoop`, driven by the calling thread."""
+
+    def __init__(
+        self,
+        serving: ServingLoop,
+        app: ASGIApp,
+        scope: Scope,
+        body: bytes,
+        context: contextvars.Context,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        self._serving = serving
+        self._loop = serving.loop
+        self._body: bytes | None = body
+        self._messages: deque[Message] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._disconnect = asyncio.Event()
+        self._closed = False
+        self._complete = False
+        self._on_done = on_done
+        self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
+        self._task.add_done_callback(self._wake)
+
+    async def _receive(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self._disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        # ASGI 2.3: a send after the client disconnected is a no-op, not an error.
+        if self._closed:
+            return
+        self._messages.append(message)
+        self._wake()
+
+    def _wake(self, _: object = None) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def next_message(self) -> Message | None:
+        """The application's next message, driving the loop until it comes; None once it is finished."""
+        while not self._messages:
+            if self._task.done():
+                self._log_failure()
+                return None
+            self._wakeup = self._loop.create_future()
+            self._serving.drive(self._wakeup)
+        message = self._messages.popleft()
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._complete = True
+        return message
+
+    def _log_failure(self) -> None:
+        if not self._task.cancelled() and self._task.exception() is not None:
+            logger.error("the MCP handler failed", exc_info=self._task.exception())
+
+    def close(self) -> None:
+        """Finish the exchange: let a completed one wind down, cancel an abandoned one."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._complete:
+                self._disconnect.set()
+                self._task.cancel()
+                if not self._serving.drive(self._task, CANCEL_TIMEOUT):
+                    logger.warning("the MCP handler did not stop within %.0f s of a disconnect", CANCEL_TIMEOUT)
+            elif not self._serving.drive(self._task, FINISH_TIMEOUT):
+                self._task.cancel()
+            if self._task.done() and not self._task.cancelled():
+                self._log_failure()
+        finally:
+            if self._on_done is not None:
+                self._on_done()
+
+
+class StreamingBody:
+    """The WSGI response iterable of a streamed answer: one chunk per ASGI body message."""
+
+    def __init__(self, exchange: ASGIExchange, first_chunk: bytes) -> None:
+        self._exchange = exchange
+        self._pending: bytes | None = first_chunk
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._pending:
+            chunk, self._pending = self._pending, None
+            return chunk
+        while not self._finished:
+            message = self._exchange.next_message()
+            if message is None or message["type"] != "http.response.body":
+                self._finished = True
+                break
+            if not message.get("more_body", False):
+                self._finished = True
+            chunk = message.get("body", b"")
+            if chunk:
+                return bytes(chunk)
+        raise StopIteration
+
+    def close(self) -> None:
+        self._exchange.close()

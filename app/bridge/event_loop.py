@@ -1,0 +1,166 @@
+"""Event loops for the MCP session manager, one per request in flight, never shared between threads.
+
+Each :class:`ServingLoop` owns an asyncio loop and a stateless
+``StreamableHTTPSessionManager`` whose ``run()`` stays entered in a long-lived
+task. A request borrows a loop from the :class:`LoopPool`, runs the SDK's
+handler as a task on it and drives the loop from its own thread until the next
+piece of the response is ready. There is no background thread and no hop
+between threads, which is why this works the same under gunicorn's gthread
+workers, under uWSGI without ``--enable-threads`` and under ``flask run``.
+
+Loops are created lazily in the process that uses them and the pool forgets
+everything after a fork, so nothing started in gunicorn's master (or in
+uWSGI's, which loads the app before forking) leaks into a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+logger = logging.getLogger(__name__)
+
+ManagerFactory = Callable[[], "StreamableHTTPSessionManager"]
+
+
+def _noop() -> None:
+    return None
+
+
+def _register_exit(pool: LoopPool) -> None:
+    """Close the pool when the interpreter exits, before it waits for non-daemon threads.
+
+    ``atexit`` runs too late for that (after the join), so use the hook
+    ``concurrent.futures`` uses; gunicorn's ``worker_exit`` hook closes the
+    pool explicitly as well.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(pool.close)
+        except RuntimeError:  # the interpreter is already shutting down
+            pass
+
+
+class ServingLoop:
+    """An asyncio loop with a running session manager; driven only by the thread that borrowed it."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        self.manager = manager
+        self.loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._ready = self.loop.create_future()
+        self._holder = self.loop.create_task(self._hold())
+        self.loop.run_until_complete(self._ready)
+
+    async def _hold(self) -> None:
+        try:
+            # anyio ties its worker-thread pool to the task that first uses it; do
+            # that here, in the task that lives as long as the loop, or every sync
+            # tool call would start (and abandon) a new thread.
+            await anyio.to_thread.run_sync(_noop)
+            async with self.manager.run():
+                self._ready.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            raise
+
+    def drive(self, awaited: asyncio.Future[object], timeout: float | None = None) -> bool:
+        """Run the loop until ``awaited`` is done or ``timeout`` seconds pass; True if it is done.
+
+        Never raises what ``awaited`` raised: the caller inspects it.
+        """
+        if awaited.done():
+            return True
+        waiter = self.loop.create_future()
+
+        def release(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        awaited.add_done_callback(release)
+        handle = self.loop.call_later(timeout, release) if timeout is not None else None
+        try:
+            self.loop.run_until_complete(waiter)
+        finally:
+            if handle is not None:
+                handle.cancel()
+            awaited.remove_done_callback(release)
+        return awaited.done()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Leave ``manager.run()`` and stop the loop's worker threads, which are not daemons.
+
+        Without this a process that ends (a gunicorn worker told to exit) would
+        wait forever for the idle threads anyio keeps for sync tools.
+        """
+        if self.loop.is_closed():
+            return
+        self._stop.set()
+        if not self.drive(self._holder, timeout):
+            self._holder.cancel()
+            self.drive(self._holder, timeout)
+        # One more pass runs the callbacks that tell the worker threads to stop.
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+
+
+class LoopPool:
+    """Idle serving loops of this process, lent out one request at a time."""
+
+    def __init__(self, manager_factory: ManagerFactory) -> None:
+        self._factory = manager_factory
+        self._idle: list[ServingLoop] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        self.created = 0
+        _register_exit(self)
+
+    def acquire(self) -> ServingLoop:
+        if os.getpid() != self._pid:
+            # A forked child inherits no threads and must not touch loops made
+            # by its parent: start over.
+            self._idle = []
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+            self._closed = False
+            self.created = 0
+            _register_exit(self)
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self.created += 1
+        logger.debug("starting event loop %d in process %d", self.created, self._pid)
+        return ServingLoop(self._factory())
+
+    def release(self, serving: ServingLoop) -> None:
+        with self._lock:
+            if self._closed:
+                serving.close()
+            else:
+                self._idle.append(serving)
+
+    def close(self) -> None:
+        """Close every idle loop; loops still lent out close when they come back."""
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for serving in idle:
+            try:
+                serving.close()
+            except Exception:
+                logger.exception("an event loop did not close cleanly")

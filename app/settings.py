@@ -1,0 +1,302 @@
+"""Settings: the environment (plus an optional ``.env`` file), validated once.
+
+Configuration flows one way: environment -> :class:`Settings` -> the parts that
+need it. Nothing else in the package reads ``os.environ``. A misconfiguration
+raises :class:`SettingsError`, whose message is one line naming the variable,
+so the process can stop with that line instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
+DEV_ISSUER_PATH = "/dev-issuer"
+DEFAULT_SCOPE_HIERARCHY = "todo:write=todo:read"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+TokenProfile = Literal["jwt", "rfc9068"]
+
+
+class SettingsError(ValueError):
+    """A configuration problem, reported as ``VARIABLE: what is wrong``."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, already checked."""
+
+    resource_url: str
+    issuer: str
+    jwks_uri: str | None = None
+    audiences: tuple[str, ...] = ()
+    authorization_servers: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    token_profile: TokenProfile = "jwt"  # noqa: S105 (a profile name)
+    state_secret: str | None = None
+    database: str | None = None
+    dev: bool = False
+    resource_name: str = "Flask MCP server"
+    clock_leeway: int = 30
+    jwks_ttl: int = 3600
+    jwks_refetch_cooldown: int = 30
+    scope_hierarchy: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    json_response: bool = False
+    trusted_proxies: int = 0
+    workers: int = 1
+    instance_path: str | None = None
+
+    @property
+    def endpoint_path(self) -> str:
+        """The MCP endpoint's path: the path of the resource URL."""
+        return urlsplit(self.resource_url).path.rstrip("/") or "/"
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.resource_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dotenv_path: str | os.PathLike[str] | None = ".env",
+        workers: int | None = None,
+    ) -> Settings:
+        """Read and validate the configuration.
+
+        Variables set in the process environment win over the ``.env`` file.
+        ``workers`` is the number of worker processes that will share this
+        configuration (gunicorn passes its own count).
+        """
+        env: dict[str, str] = {}
+        if dotenv_path is not None and Path(dotenv_path).is_file():
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        return cls.from_mapping(env, workers=workers)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str], *, workers: int | None = None) -> Settings:
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        dev = _boolean(env, "MCP_DEV")
+        if workers is None:
+            workers = _integer(env, "MCP_WORKERS", default=1, minimum=1)
+
+        resource_url = get("MCP_RESOURCE_URL")
+        if dev:
+            resource_url = resource_url or DEV_RESOURCE_URL
+            _check_url("MCP_RESOURCE_URL", resource_url)
+            if urlsplit(resource_url).hostname not in LOOPBACK_HOSTS:
+                raise SettingsError(
+                    "MCP_RESOURCE_URL",
+                    f"development mode (MCP_DEV=1) only serves loopback URLs, not {resource_url!r}",
+                )
+            if get("MCP_ISSUER"):
+                raise SettingsError(
+                    "MCP_ISSUER",
+                    "must be unset in development mode: the server is its own issuer at "
+                    f"{_origin(resource_url)}{DEV_ISSUER_PATH}",
+                )
+            issuer = _origin(resource_url) + DEV_ISSUER_PATH
+        else:
+            if not resource_url:
+                raise SettingsError(
+                    "MCP_RESOURCE_URL",
+                    "required: the public URL of the MCP endpoint, e.g. https://mcp.example.com/mcp "
+                    "(or set MCP_DEV=1 for local development)",
+                )
+            _check_url("MCP_RESOURCE_URL", resource_url)
+            issuer = get("MCP_ISSUER")
+            if not issuer:
+                raise SettingsError(
+                    "MCP_ISSUER",
+                    "required: the issuer URL of your authorization server, exactly as it appears "
+                    "in the tokens' iss claim (or set MCP_DEV=1 for local development)",
+                )
+            _check_url("MCP_ISSUER", issuer)
+        if urlsplit(resource_url).query or "#" in resource_url:
+            raise SettingsError("MCP_RESOURCE_URL", "must not carry a query or a fragment (RFC 8707 section 2)")
+
+        jwks_uri = get("MCP_JWKS_URI") or None
+        if jwks_uri:
+            _check_url("MCP_JWKS_URI", jwks_uri)
+
+        audiences = _url_list(env, "MCP_AUDIENCE", allow_non_url=True) or (resource_url,)
+        authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or (issuer,)
+        scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
+        if "offline_access" in scopes_supported:
+            # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
+            raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
+        allowed_origins = tuple(_origin_value("MCP_ALLOWED_ORIGINS", o) for o in _list(env, "MCP_ALLOWED_ORIGINS"))
+
+        profile = get("MCP_TOKEN_PROFILE") or "jwt"
+        if profile not in ("jwt", "rfc9068"):
+            raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
+
+        state_secret = get("MCP_STATE_SECRET") or None
+        if state_secret is not None and len(state_secret) < 32:
+            raise SettingsError("MCP_STATE_SECRET", "must be at least 32 characters (use a random value)")
+        if state_secret is None and workers > 1 and not dev:
+            raise SettingsError(
+                "MCP_STATE_SECRET",
+                f"required when {workers} worker processes run: every worker must seal request state with "
+                "the same secret (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+            )
+
+        return cls(
+            resource_url=resource_url,
+            issuer=issuer,
+            jwks_uri=jwks_uri,
+            audiences=audiences,
+            authorization_servers=authorization_servers,
+            scopes_supported=scopes_supported,
+            allowed_origins=allowed_origins,
+            token_profile=profile,  # type: ignore[arg-type]
+            state_secret=state_secret,
+            database=get("MCP_DATABASE") or None,
+            dev=dev,
+            resource_name=get("MCP_RESOURCE_NAME") or "Flask MCP server",
+            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=30, minimum=0, maximum=300),
+            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=3600, minimum=60),
+            jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
+            scope_hierarchy=_scope_hierarchy(env.get("MCP_SCOPE_HIERARCHY", DEFAULT_SCOPE_HIERARCHY)),
+            json_response=_boolean(env, "MCP_JSON_RESPONSE"),
+            trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            workers=workers,
+            instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
+        )
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_url(variable: str, url: str) -> None:
+    """URLs must be https; plain http only for loopback hosts (local development and tests)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise SettingsError(variable, f"not a valid URL: {url!r} ({exc})") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise SettingsError(variable, f"must be an absolute https URL, not {url!r}")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise SettingsError(variable, f"must use https (plain http is only allowed for loopback hosts): {url!r}")
+    if parts.fragment:
+        raise SettingsError(variable, f"must not carry a fragment: {url!r}")
+
+
+def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(variable, "").split(",") if item.strip())
+
+
+def _url_list(env: Mapping[str, str], variable: str, *, allow_non_url: bool = False) -> tuple[str, ...]:
+    items = _list(env, variable)
+    for item in items:
+        # Audiences may be opaque identifiers (an Entra application ID URI or GUID).
+        if allow_non_url and not item.lower().startswith(("http://", "https://")):
+            continue
+        _check_url(variable, item)
+    return items
+
+
+def _scope_list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    scopes = tuple(s for s in env.get(variable, "").replace(",", " ").split() if s)
+    for scope in scopes:
+        _check_scope_token(variable, scope)
+    return scopes
+
+
+def _check_scope_token(variable: str, scope: str) -> None:
+    # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+    if not all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in scope):
+        raise SettingsError(variable, f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
+
+
+def _scope_hierarchy(value: str) -> dict[str, frozenset[str]]:
+    """Parse ``broad=narrow1 narrow2; other=...`` into a map of implied scopes."""
+    hierarchy: dict[str, frozenset[str]] = {}
+    for entry in value.replace(";", ",").split(","):
+        if not entry.strip():
+            continue
+        broad, sep, narrow = entry.partition("=")
+        broad = broad.strip()
+        implied = narrow.split()
+        if not sep or not broad or not implied:
+            raise SettingsError(
+                "MCP_SCOPE_HIERARCHY",
+                f"entry {entry.strip()!r} must look like 'broad=narrow1 narrow2' (entries separated by ';')",
+            )
+        for scope in (broad, *implied):
+            _check_scope_token("MCP_SCOPE_HIERARCHY", scope)
+        hierarchy[broad] = hierarchy.get(broad, frozenset()) | frozenset(implied)
+    return hierarchy
+
+
+def _origin_value(variable: str, origin: str) -> str:
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise SettingsError(variable, f"{origin!r} is not an origin like https://app.example.com")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _absolute_path(env: Mapping[str, str], variable: str) -> str | None:
+    value = env.get(variable, "").strip()
+    if value and not os.path.isabs(value):
+        raise SettingsError(variable, f"must be an absolute path, not {value!r}")
+    return value or None
+
+
+def _boolean(env: Mapping[str, str], variable: str) -> bool:
+    value = env.get(variable, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(variable, f"must be 1 or 0, not {value!r}")
+
+
+def _integer(env: Mapping[str, str], variable: str, *, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(variable, f"must be a whole number, not {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(variable, f"must be {bounds}, not {value}")
+    return value

@@ -1,0 +1,109 @@
+"""A todo list per user, in SQLite: tools that read, add and delete, each behind its own scope.
+
+Rows are keyed by (issuer, subject): ``sub`` is unique only per issuer, and a
+user never sees or deletes another user's todos. A todo that belongs to
+someone else is reported exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated
+
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
+from pydantic import Field
+
+from app.auth.principal import current_principal
+from app.mcp_server import ScopedServer
+
+MAX_TITLE_LENGTH = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS todos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS todos_owner ON todos (issuer, subject);
+"""
+
+
+class Todo(BaseModel):
+    id: int
+    title: str
+    created_at: int
+
+
+class TodoList(BaseModel):
+    todos: list[Todo]
+
+
+class DeletedTodo(BaseModel):
+    deleted: int
+
+
+class TodoStore:
+    """SQLite storage; one short-lived connection per call, so any thread may use it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def list(self, owner: tuple[str, str]) -> list[Todo]:
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT id, title, created_at FROM todos WHERE issuer = ? AND subject = ? ORDER BY id", owner
+            ).fetchall()
+        return [Todo(id=row[0], title=row[1], created_at=row[2]) for row in rows]
+
+    def add(self, owner: tuple[str, str], title: str) -> Todo:
+        created_at = int(time.time())
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "INSERT INTO todos (issuer, subject, title, created_at) VALUES (?, ?, ?, ?)",
+                (*owner, title, created_at),
+            )
+        assert cursor.lastrowid is not None
+        return Todo(id=cursor.lastrowid, title=title, created_at=created_at)
+
+    def delete(self, owner: tuple[str, str], todo_id: int) -> bool:
+        with closing(self._connect()) as db, db:
+            cursor = db.execute("DELETE FROM todos WHERE id = ? AND issuer = ? AND subject = ?", (todo_id, *owner))
+        return cursor.rowcount == 1
+
+
+def register(server: ScopedServer, store: TodoStore) -> None:
+    @server.tool(scopes=["todo:read"])
+    def list_todos() -> TodoList:
+        """List your todos, oldest first."""
+        return TodoList(todos=store.list(current_principal().key))
+
+    @server.tool(scopes=["todo:write"])
+    def add_todo(title: Annotated[str, Field(description=f"What to do (1 to {MAX_TITLE_LENGTH} characters)")]) -> Todo:
+        """Add a todo to your list."""
+        title = title.strip()
+        if not title:
+            raise ToolError("title must not be empty")
+        if len(title) > MAX_TITLE_LENGTH:
+            raise ToolError(f"title must be at most {MAX_TITLE_LENGTH} characters (got {len(title)})")
+        return store.add(current_principal().key, title)
+
+    @server.tool(scopes=["todo:delete"])
+    def delete_todo(id: Annotated[int, Field(description="The id of the todo, as list_todos shows it")]) -> DeletedTodo:  # noqa: A002
+        """Delete one of your todos by id."""
+        if not store.delete(current_principal().key, id):
+            raise ToolError(f"no todo with id {id}")
+        return DeletedTodo(deleted=id)

@@ -1,0 +1,76 @@
+"""Origin and Host checks on the MCP endpoint: the Streamable HTTP transport's DNS-rebinding defence.
+
+MCP 2026-07-28, Streamable HTTP, Security Warning: "Servers MUST validate the
+Origin header on all incoming connections"; "If the Origin header is present
+and invalid, servers MUST respond with HTTP 403 Forbidden". Both checks run
+before authentication: a page on another origin learns nothing, not even
+whether a token would have been accepted. A request without an Origin header
+(a server-side client, curl) passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import urlsplit
+
+from flask import Flask
+from flask import Response
+from flask import request
+
+from app.settings import Settings
+from app.settings import is_loopback_host
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _json_error(status: int, error: str, description: str) -> Response:
+    body = json.dumps({"error": error, "error_description": description})
+    return Response(body, status=status, mimetype="application/json")
+
+
+class TransportSecurity:
+    def __init__(self, settings: Settings, mcp_endpoint: str = "mcp") -> None:
+        resource = urlsplit(settings.resource_url)
+        self._host = (resource.hostname or "").lower()
+        self._port = resource.port or _DEFAULT_PORTS[resource.scheme]
+        self._dev = settings.dev
+        own_origin = settings.public_origin.lower()
+        self._origins = frozenset({own_origin, *settings.allowed_origins})
+        self._mcp_endpoint = mcp_endpoint
+
+    def origin_allowed(self, origin: str) -> bool:
+        origin = origin.lower()
+        if origin in self._origins:
+            return True
+        # In development, browser-based tools on this machine (MCP Inspector) may call in.
+        parts = urlsplit(origin)
+        return self._dev and parts.scheme in ("http", "https") and is_loopback_host(parts.hostname)
+
+    def host_allowed(self, host: str) -> bool:
+        try:
+            parts = urlsplit("//" + host)
+            hostname, port = (parts.hostname or "").lower(), parts.port
+        except ValueError:
+            return False
+        if self._dev and is_loopback_host(hostname):
+            return True
+        return hostname == self._host and (port is None or port == self._port)
+
+    def check(self) -> Response | None:
+        if request.endpoint != self._mcp_endpoint:
+            return None
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.origin_allowed(origin):
+            logger.info("refused %s %s: origin %r is not allowed", request.method, request.path, origin[:100])
+            return _json_error(403, "forbidden_origin", "Requests from this origin are not allowed")
+        if not self.host_allowed(request.host):
+            logger.info("refused %s %s: host %r is not this server", request.method, request.path, request.host[:100])
+            return _json_error(421, "misdirected_request", "This server does not serve the requested host")
+        return None
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.before_request(TransportSecurity(settings).check)

@@ -1,0 +1,34 @@
+"""The official SDK client, connected to a running server with a bearer token."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
+
+
+@asynccontextmanager
+async def connect(url: str, token: str | None, *, era: str = "2026-07-28", **options: Any) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=ERAS[era], **options) as client,
+    ):
+        yield client
+
+
+def text_of(result: Any) -> str:
+    assert not result.is_error, result
+    assert len(result.content) == 1
+    return str(result.content[0].text)
+
+
+def json_of(result: Any) -> Any:
+    return json.loads(text_of(result))

@@ -1,0 +1,96 @@
+"""Real server processes for end-to-end tests, on free loopback ports, stopped by process id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} was not ready within {timeout} s")
+
+
+class ServerProcess:
+    """A server started as a subprocess, its output captured in a log file."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, ready_url: str) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
+        full_env.update(env)
+        self.process = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_ready(ready_url, self.process)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{args[0]} did not start:\n{self.log()}") from None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+
+def start_gunicorn(
+    env: Mapping[str, str], log_path: Path, *, port: int | None = None, workers: int = 2, threads: int = 4
+) -> tuple[ServerProcess, str]:
+    """gunicorn with the shipped configuration file; returns the process and its base URL."""
+    port = port or free_port()
+    args = [
+        str(BIN / "gunicorn"),
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "wsgi:app",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    return ServerProcess(args, env, log_path, base + "/readyz"), base
