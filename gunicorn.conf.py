@@ -52,9 +52,9 @@ keepalive = int(os.environ.get("MCP_KEEPALIVE", "75"))
 # Security limits
 #
 #   limit_request_field_size - Real access tokens get large (Entra, Keycloak
-#             with many roles); 16 KiB Authorization headers must pass. The
-#             default 8190 would answer 400 to them.
-limit_request_field_size = 16384
+#             with many roles); Authorization headers of 16 KiB and more must
+#             pass. The default 8190 would answer 431 to them.
+limit_request_field_size = 32768
 limit_request_line = 8190
 
 # Logging

@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     CORS(
         app,
         resources={
-            r"/.well-known/*": {"origins": "*", "allow_headers": [], "methods": ["GET"]},
+            r"/.well-known/*": {"origins": "*", "send_wildcard": True, "allow_headers": [], "methods": ["GET"]},
             settings.endpoint_path + "*": {
                 "origins": [
                     settings.public_origin,

@@ -104,7 +104,7 @@ class Settings:
         if dev:
             resource_url = resource_url or DEV_RESOURCE_URL
             _check_url("MCP_RESOURCE_URL", resource_url)
-            if urlsplit(resource_url).hostname not in LOOPBACK_HOSTS:
+            if not is_loopback_host(urlsplit(resource_url).hostname):
                 raise SettingsError(
                     "MCP_RESOURCE_URL",
                     f"development mode (MCP_DEV=1) only serves loopback URLs, not {resource_url!r}",

@@ -61,6 +61,8 @@ def fetch_json(url: str) -> dict[str, Any]:
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (scheme checked)
             data = response.read(MAX_DOCUMENT_BYTES + 1)
     except (OSError, urllib.error.URLError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()
         raise KeyFetchError(f"GET {url} failed: {exc}") from None
     if len(data) > MAX_DOCUMENT_BYTES:
         raise KeyFetchError(f"GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
@@ -82,10 +84,12 @@ class RemoteJWKS:
 
     def metadata_urls(self) -> list[str]:
         """RFC 8414 section 3.1 (path-inserted) first, then OpenID Connect Discovery."""
+        # RFC 8414 section 3.1: a terminating "/" is removed before inserting the well-known path.
+        issuer = self.issuer.rstrip("/")
         urls = [
-            get_well_known_url(self.issuer, external=True),
-            get_well_known_url(self.issuer, external=True, suffix="openid-configuration"),
-            self.issuer.rstrip("/") + "/.well-known/openid-configuration",
+            get_well_known_url(issuer, external=True),
+            get_well_known_url(issuer, external=True, suffix="openid-configuration"),
+            issuer + "/.well-known/openid-configuration",
         ]
         return list(dict.fromkeys(urls))
 
@@ -132,7 +136,8 @@ def import_signing_keys(jwks: Mapping[str, Any]) -> dict[str | None, Key]:
         raise KeyFetchError("the JWK Set has no 'keys' array")
     keys: dict[str | None, Key] = {}
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+        # Encryption keys and symmetric keys have no place in a public signing key set.
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") == "oct":
             continue
         try:
             key = JWKRegistry.import_key(entry)
@@ -221,10 +226,13 @@ class KeyStore:
         the cached keys keep serving. A first load or an unknown ``kid`` waits
         for a fetch in flight, whose keys it can then use.
         """
-        if self._within_cooldown():
-            return False
-        if not self._lock.acquire(blocking=reason != "ttl"):
-            return False
+        if reason == "ttl":
+            if self._within_cooldown() or not self._lock.acquire(blocking=False):
+                return False
+        else:
+            if self._within_cooldown() and not self._lock.locked():
+                return False
+            self._lock.acquire()  # wait for a fetch in flight: its keys may be the ones we need
         try:
             if self._within_cooldown():
                 return False

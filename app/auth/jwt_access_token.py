@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ from joserfc.errors import ExpiredTokenError
 from joserfc.errors import InvalidClaimError
 from joserfc.errors import JoseError
 from joserfc.errors import MissingClaimError
+from joserfc.errors import SecurityWarning
 from joserfc.errors import UnsupportedAlgorithmError
 from joserfc.jwk import GuestProtocol
 from joserfc.jwk import Key
@@ -44,7 +46,11 @@ from app.auth.principal import Principal
 
 # RFC 9068 section 4: the resource server MUST reject any JWT whose alg is "none";
 # symmetric algorithms make no sense with a public JWK Set (fastmcp PR #3430).
-ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519")
+
+# RFC 9864 renames EdDSA to Ed25519; identity providers still sign with "EdDSA",
+# which we accept knowingly, so joserfc's per-token deprecation warning is noise.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 LENIENT_TYPES = ACCESS_TOKEN_TYPES | {"jwt"}
 
@@ -62,6 +68,21 @@ def normalize_audience(value: str) -> str:
     if parts.scheme.lower() in ("http", "https") and parts.netloc:
         return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
     return value
+
+
+# joserfc's descriptions of a well-typed claim with an unacceptable value.
+_TIME_PROBLEMS = {
+    "The token is not yet valid": "The access token is not valid yet",
+    "The token was issued in the future": "The access token was issued in the future",
+}
+
+
+def _claim_problem(error: InvalidClaimError, claims: dict[str, Any]) -> str:
+    if error.description in _TIME_PROBLEMS:
+        return _TIME_PROBLEMS[error.description]
+    if error.claim == "iss" and isinstance(claims.get("iss"), str):
+        return "The access token was issued by another issuer"
+    return f"The access token has an invalid {error.claim} claim"
 
 
 class JWTAccessTokenValidator:
@@ -112,11 +133,8 @@ class JWTAccessTokenValidator:
         return principal
 
     def _resolve_key(self, obj: GuestProtocol) -> Key:
-        kid = obj.headers().get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise InvalidToken("The access token header is malformed")
         try:
-            return self._keys.find(kid)
+            return self._keys.find(obj.headers().get("kid"))
         except LookupError:
             raise InvalidToken("The access token is signed with an unknown key") from None
 
@@ -152,15 +170,12 @@ class JWTAccessTokenValidator:
         except ExpiredTokenError:
             raise InvalidToken("The access token expired") from None
         except MissingClaimError as exc:
-            raise InvalidToken(f"The access token lacks the {exc.claim} claim") from None
+            missing = exc.claim.split(",")
+            if len(missing) == 1:
+                raise InvalidToken(f"The access token lacks the {missing[0]} claim") from None
+            raise InvalidToken(f"The access token lacks the claims {', '.join(missing)}") from None
         except InvalidClaimError as exc:
-            if exc.claim == "iss":
-                raise InvalidToken("The access token was issued by another issuer") from None
-            if exc.claim == "nbf":
-                raise InvalidToken("The access token is not valid yet") from None
-            if exc.claim == "iat":
-                raise InvalidToken("The access token was issued in the future") from None
-            raise InvalidToken(f"The access token has an invalid {exc.claim} claim") from None
+            raise InvalidToken(_claim_problem(exc, claims)) from None
         except JoseError:
             raise InvalidToken("The access token claims are invalid") from None
 

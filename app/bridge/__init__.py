@@ -61,7 +61,18 @@ class MCPBridge:
         self.loops.release(self.loops.acquire())
 
     def handle(self) -> Response:
-        body = request.get_data(cache=True) if request.method == "POST" else b""
+        if request.method != "POST":
+            # Stateless: no session to resume or delete, and a standalone GET
+            # stream could never carry anything while it held a worker thread.
+            # Streamable HTTP allows 405 for both.
+            return PassThroughResponse(
+                b'{"error":"method_not_allowed","error_description":'
+                b'"This server is stateless: send every message as a POST"}',
+                status=405,
+                headers={"Allow": "POST"},
+                content_type="application/json",
+            )
+        body = request.get_data(cache=True)
         user = g.get("mcp_user")
         scope = asgi_scope(request.environ, self.endpoint_path, {"user": user} if user is not None else None)
         serving = self.loops.acquire()

@@ -124,7 +124,6 @@ class ASGIExchange:
         """The application's next message, driving the loop until it comes; None once it is finished."""
         while not self._messages:
             if self._task.done():
-                self._log_failure()
                 return None
             self._wakeup = self._loop.create_future()
             self._serving.drive(self._wakeup)

@@ -21,8 +21,10 @@ import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from typing import Any
 
 import anyio.to_thread
+import sse_starlette.sse
 
 if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -34,6 +36,25 @@ ManagerFactory = Callable[[], "StreamableHTTPSessionManager"]
 
 def _noop() -> None:
     return None
+
+
+_thread_state = threading.local()
+
+
+def _without_sse_shutdown_watcher() -> None:
+    """Keep sse-starlette from starting its uvicorn shutdown watcher in our loops.
+
+    It keeps "watcher started" per thread, not per loop, and a pooled loop is
+    driven by whichever thread borrows it, so every new thread (one per request
+    under ``flask run``) would add a task that polls forever. The watcher only
+    serves uvicorn's shutdown; gunicorn drains requests itself.
+    """
+    if getattr(_thread_state, "sse_watcher_suppressed", False):
+        return
+    _thread_state.sse_watcher_suppressed = True
+    state = getattr(sse_starlette.sse, "_get_shutdown_state", None)
+    if state is not None:
+        state().watcher_started = True
 
 
 def _register_exit(pool: LoopPool) -> None:
@@ -76,13 +97,14 @@ class ServingLoop:
                 self._ready.set_exception(exc)
             raise
 
-    def drive(self, awaited: asyncio.Future[object], timeout: float | None = None) -> bool:
+    def drive(self, awaited: asyncio.Future[Any], timeout: float | None = None) -> bool:
         """Run the loop until ``awaited`` is done or ``timeout`` seconds pass; True if it is done.
 
         Never raises what ``awaited`` raised: the caller inspects it.
         """
         if awaited.done():
             return True
+        _without_sse_shutdown_watcher()
         waiter = self.loop.create_future()
 
         def release(_: object = None) -> None:
@@ -111,8 +133,14 @@ class ServingLoop:
         if not self.drive(self._holder, timeout):
             self._holder.cancel()
             self.drive(self._holder, timeout)
-        # One more pass runs the callbacks that tell the worker threads to stop.
-        self.loop.run_until_complete(asyncio.sleep(0))
+        # Whatever is left (a stateless exchange's cleanup) is cancelled, as asyncio.run() does.
+        leftovers = asyncio.all_tasks(self.loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            self.drive(asyncio.gather(*leftovers, return_exceptions=True), timeout)
+        # One more pass runs the callbacks that tell anyio's worker threads to stop.
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
 
@@ -122,17 +150,23 @@ class LoopPool:
     def __init__(self, manager_factory: ManagerFactory) -> None:
         self._factory = manager_factory
         self._idle: list[ServingLoop] = []
+        self._lent: set[ServingLoop] = set()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
         self.created = 0
         _register_exit(self)
 
+    @property
+    def idle(self) -> tuple[ServingLoop, ...]:
+        return tuple(self._idle)
+
     def acquire(self) -> ServingLoop:
         if os.getpid() != self._pid:
             # A forked child inherits no threads and must not touch loops made
             # by its parent: start over.
             self._idle = []
+            self._lent = set()
             self._lock = threading.Lock()
             self._pid = os.getpid()
             self._closed = False
@@ -140,25 +174,36 @@ class LoopPool:
             _register_exit(self)
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                serving = self._idle.pop()
+                self._lent.add(serving)
+                return serving
             self.created += 1
         logger.debug("starting event loop %d in process %d", self.created, self._pid)
-        return ServingLoop(self._factory())
+        serving = ServingLoop(self._factory())
+        with self._lock:
+            self._lent.add(serving)
+        return serving
 
     def release(self, serving: ServingLoop) -> None:
         with self._lock:
-            if self._closed:
-                serving.close()
-            else:
+            self._lent.discard(serving)
+            if not self._closed:
                 self._idle.append(serving)
+                return
+        serving.close()
 
     def close(self) -> None:
-        """Close every idle loop; loops still lent out close when they come back."""
+        """Close every idle loop, and lent ones that nobody drives any more.
+
+        A loop still running serves a request in another thread: it closes
+        when that request gives it back.
+        """
         if os.getpid() != self._pid:
             return
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            idle += [serving for serving in self._lent if not serving.loop.is_running()]
         for serving in idle:
             try:
                 serving.close()
