@@ -1,0 +1,211 @@
+"""The before_request hook end to end through Flask: who gets in, and the exact challenge otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import Tokens
+from tests.support.issuer import MockIssuer
+from tests.support.jsonrpc import HANDSHAKE
+from tests.support.jsonrpc import MODERN
+from tests.support.jsonrpc import call_tool
+from tests.support.jsonrpc import request_body
+from tests.support.jsonrpc import request_headers
+from tests.support.jsonrpc import result_of
+
+METADATA = "http://localhost/.well-known/oauth-protected-resource/mcp"
+LIST_TOOLS = json.dumps(request_body("tools/list"))
+
+
+def post(client: FlaskClient, headers: dict[str, str], body: bytes | str = LIST_TOOLS):  # type: ignore[no-untyped-def]
+    response = client.post("/mcp", headers=headers, data=body)
+    response.close()
+    return response
+
+
+class TestNoToken:
+    def test_challenge_has_no_error_and_names_metadata_and_scopes(self, client: FlaskClient) -> None:
+        response = post(client, request_headers("tools/list"))
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer scope="todo:read todo:write", resource_metadata="{METADATA}"'
+        )
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.get_json() == {"error": "unauthorized", "error_description": "An access token is required"}
+
+    def test_query_string_and_form_tokens_are_never_read(self, client: FlaskClient, tokens: Tokens) -> None:
+        token = tokens.mint()
+        response = client.post(f"/mcp?access_token={token}", headers=request_headers("tools/list"), data=LIST_TOOLS)
+        assert response.status_code == 401
+        form = client.post("/mcp", data={"access_token": token})
+        assert form.status_code == 401
+        assert "error=" not in form.headers["WWW-Authenticate"]
+
+    def test_challenge_url_ignores_the_host_header(self, app: Flask) -> None:
+        # Host is checked on the MCP endpoint; any other protected path still answers with our URL.
+        response = app.test_client().get("/anything", headers={"Host": "evil.example"})
+        assert response.status_code == 401
+        assert f'resource_metadata="{METADATA}"' in response.headers["WWW-Authenticate"]
+
+    def test_unknown_paths_are_protected_too(self, client: FlaskClient) -> None:
+        assert client.get("/admin").status_code == 401
+
+
+class TestMalformedHeader:
+    @pytest.mark.parametrize(
+        ("header", "description"),
+        [
+            pytest.param("Bearer", "The Authorization header carries no token", id="no token"),
+            pytest.param("Bearer   ", "The Authorization header carries no token", id="only spaces"),
+            pytest.param("Basic dXNlcjpwYXNz", "The Authorization header must use the Bearer scheme", id="basic"),
+            pytest.param("Bearer a b", "The Authorization header must carry exactly one bearer token", id="space"),
+            pytest.param(
+                "Bearer a.b.c, Bearer d.e.f",
+                "The Authorization header must carry exactly one bearer token",
+                id="two tokens",
+            ),
+        ],
+    )
+    def test_is_400_invalid_request(self, client: FlaskClient, header: str, description: str) -> None:
+        response = post(client, {**request_headers("tools/list"), "Authorization": header})
+        assert response.status_code == 400
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer error="invalid_request", error_description="{description}", '
+            f'scope="todo:read todo:write", resource_metadata="{METADATA}"'
+        )
+        assert response.get_json() == {"error": "invalid_request", "error_description": description}
+
+
+class TestInvalidToken:
+    @pytest.mark.parametrize(
+        ("claims", "description"),
+        [
+            pytest.param({"exp": 1_000_000}, "The access token expired", id="expired"),
+            pytest.param(
+                {"aud": "http://localhost/other"}, "The access token was not issued for this resource", id="aud"
+            ),
+            pytest.param({"iss": "https://evil.example"}, "The access token was issued by another issuer", id="iss"),
+            pytest.param({"sub": None}, "The access token lacks the sub claim", id="no sub"),
+        ],
+    )
+    def test_is_401_invalid_token(
+        self, client: FlaskClient, tokens: Tokens, claims: dict[str, object], description: str
+    ) -> None:
+        response = post(client, request_headers("tools/list", token=tokens.mint(**claims)))
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer error="invalid_token", error_description="{description}", '
+            f'scope="todo:read todo:write", resource_metadata="{METADATA}"'
+        )
+        assert response.get_json() == {"error": "invalid_token", "error_description": description}
+
+    def test_token_never_echoed(self, client: FlaskClient, tokens: Tokens) -> None:
+        token = tokens.mint(exp=1_000_000)
+        response = post(client, request_headers("tools/list", token=token))
+        assert token not in response.get_data(as_text=True)
+        assert all(token not in value for _, value in response.headers)
+
+
+class TestInsufficientScope:
+    @pytest.mark.parametrize("era", [MODERN, HANDSHAKE])
+    def test_tools_call_without_the_scope_is_403_before_the_sdk(
+        self, client: FlaskClient, tokens: Tokens, era: str
+    ) -> None:
+        headers, body = call_tool("add_todo", {"title": "x"}, era=era, token=tokens.mint("todo:read"))
+        response = post(client, headers, body)
+        assert response.status_code == 403
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:write", '
+            f'scope="todo:write", resource_metadata="{METADATA}"'
+        )
+        assert response.get_json() == {
+            "error": "insufficient_scope",
+            "error_description": "This call requires the scopes: todo:write",
+        }
+
+    def test_a_broader_scope_implies_the_narrower_one(self, client: FlaskClient, tokens: Tokens) -> None:
+        headers, body = call_tool("list_todos", token=tokens.mint("todo:write"))
+        response = client.post("/mcp", headers=headers, data=body)
+        assert response.status_code == 200
+        assert result_of(response.content_type, response.get_data())["result"]["structuredContent"] == {"todos": []}
+
+    def test_the_body_decides_not_the_mcp_name_header(self, client: FlaskClient, tokens: Tokens) -> None:
+        headers, body = call_tool("delete_todo", {"id": 1}, era=HANDSHAKE, token=tokens.mint("todo:read"))
+        response = post(client, {**headers, "Mcp-Name": "list_todos"}, body)
+        assert response.status_code == 403
+        assert 'scope="todo:delete"' in response.headers["WWW-Authenticate"]
+
+    def test_every_call_in_a_batch_is_checked(self, client: FlaskClient, tokens: Tokens) -> None:
+        batch = [
+            request_body("tools/call", {"name": "list_todos", "arguments": {}}, era=HANDSHAKE, id=1),
+            request_body("tools/call", {"name": "delete_todo", "arguments": {"id": 1}}, era=HANDSHAKE, id=2),
+            request_body("tools/call", {"name": "add_todo", "arguments": {"title": "x"}}, era=HANDSHAKE, id=3),
+        ]
+        headers = request_headers("tools/call", era=HANDSHAKE, token=tokens.mint("todo:read"))
+        response = post(client, headers, json.dumps(batch))
+        assert response.status_code == 403
+        # All scopes the whole message needs, in one challenge (MCP 2026-07-28).
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer error="insufficient_scope", '
+            'error_description="This call requires the scopes: todo:delete todo:read todo:write", '
+            f'scope="todo:delete todo:read todo:write", resource_metadata="{METADATA}"'
+        )
+
+    def test_tools_list_shows_every_tool_to_any_token(self, client: FlaskClient, tokens: Tokens) -> None:
+        response = client.post("/mcp", headers=request_headers("tools/list", token=tokens.mint()), data=LIST_TOOLS)
+        names = [tool["name"] for tool in result_of(response.content_type, response.get_data())["result"]["tools"]]
+        assert names == ["whoami", "greet_user", "list_todos", "add_todo", "delete_todo", "count_to"]
+
+    def test_an_unparseable_body_is_left_to_the_sdk(self, client: FlaskClient, tokens: Tokens) -> None:
+        response = client.post("/mcp", headers=request_headers("tools/call", "x", token=tokens.mint()), data=b"{nope")
+        assert response.status_code == 400
+        assert response.get_json() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32700, "message": "Parse error"},
+        }
+
+
+class TestKeysUnavailable:
+    def test_503_with_retry_after_when_no_keys_ever_loaded(
+        self, client: FlaskClient, tokens: Tokens, issuer: MockIssuer
+    ) -> None:
+        issuer.down = True
+        try:
+            response = post(client, request_headers("tools/list", token=tokens.mint()))
+        finally:
+            issuer.down = False
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "30"
+        assert response.get_json() == {
+            "error": "temporarily_unavailable",
+            "error_description": "The server cannot verify access tokens right now; retry later",
+        }
+
+    def test_cached_keys_keep_working_while_the_issuer_is_down(
+        self, client: FlaskClient, tokens: Tokens, issuer: MockIssuer
+    ) -> None:
+        assert post(client, request_headers("tools/list", token=tokens.mint())).status_code == 200
+        issuer.down = True
+        try:
+            assert post(client, request_headers("tools/list", token=tokens.mint())).status_code == 200
+        finally:
+            issuer.down = False
+
+
+def test_preflight_needs_no_token(client: FlaskClient) -> None:
+    response = client.options(
+        "/mcp",
+        headers={
+            "Origin": "http://localhost",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost"

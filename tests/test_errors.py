@@ -1,0 +1,47 @@
+"""Errors are JSON with the right status; nothing turns into an HTML page or a stack trace."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import Tokens
+from tests.support.jsonrpc import request_headers
+
+
+def test_unknown_path_with_a_valid_token_is_json_404(client: FlaskClient, tokens: Tokens) -> None:
+    response = client.get("/nothing-here", headers=tokens.header())
+    assert response.status_code == 404
+    assert response.content_type == "application/json"
+    assert response.get_json()["error"] == "not_found"
+
+
+def test_body_over_4_mib_is_413(client: FlaskClient, tokens: Tokens) -> None:
+    headers = request_headers("tools/list", token=tokens.mint())
+    response = client.post("/mcp", headers=headers, data=b"x" * (4 * 1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert response.get_json() == {
+        "error": "request_entity_too_large",
+        "error_description": "The data value transmitted exceeds the capacity limit.",
+    }
+
+
+def test_a_bug_answers_500_without_details(app: Flask, tokens: Tokens) -> None:
+    @app.get("/explode")
+    def explode() -> str:
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/explode", headers=tokens.header())
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "server_error",
+        "error_description": "The server could not complete the request",
+    }
+
+
+def test_sdk_statuses_pass_through_untouched(client: FlaskClient, tokens: Tokens) -> None:
+    headers = {"Authorization": f"Bearer {tokens.mint()}", "Accept": "application/json, text/event-stream"}
+    response = client.post("/mcp", headers={**headers, "Content-Type": "text/plain"}, data=b"{}")
+    assert response.status_code == 400
+    assert "Content-Type" not in response.headers  # the SDK sent none; Flask must not add text/html
+    assert response.get_data() == b"Invalid Content-Type header"
