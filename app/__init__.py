@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from flask import Flask
 from flask_cors import CORS
@@ -51,11 +52,31 @@ MCP_RESPONSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id"]
 DEV_LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
 
 
+class RedactQueryStrings(logging.Filter):
+    """Drop query strings from request lines: a misbehaving client may put a token there.
+
+    The development server (``flask run``) logs whole request lines; gunicorn's
+    access log format in gunicorn.conf.py never includes the query string.
+    """
+
+    _request_line = re.compile(r"^([A-Z]+ [^?\s]*)\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._request_line.sub(r"\1", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
 def _configure_logging() -> None:
     # Before the SDK's MCPServer, whose own basicConfig would print bare messages.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     # The SDK logs every stateless exchange at INFO; keep its warnings and errors.
     logging.getLogger("mcp").setLevel(logging.WARNING)
+    werkzeug_logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactQueryStrings) for f in werkzeug_logger.filters):
+        werkzeug_logger.addFilter(RedactQueryStrings())
 
 
 def create_app(settings: Settings | None = None) -> Flask:

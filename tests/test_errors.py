@@ -45,3 +45,14 @@ def test_sdk_statuses_pass_through_untouched(client: FlaskClient, tokens: Tokens
     assert response.status_code == 400
     assert "Content-Type" not in response.headers  # the SDK sent none; Flask must not add text/html
     assert response.get_data() == b"Invalid Content-Type header"
+
+
+def test_development_server_request_lines_lose_their_query_string() -> None:
+    import logging
+
+    from app import RedactQueryStrings
+
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '%s - - [%s] "%s" %s %s', None, None)
+    record.args = ("127.0.0.1", "now", "POST /mcp?access_token=eyJ.secret HTTP/1.1", "401", "-")
+    assert RedactQueryStrings().filter(record) is True
+    assert record.getMessage() == '127.0.0.1 - - [now] "POST /mcp HTTP/1.1" 401 -'

@@ -66,3 +66,16 @@ def test_a_client_that_goes_away_cancels_the_running_tool(app: Flask, tokens: To
     response.close()  # what gunicorn does when its write to the client fails
     # count_to(50) would run 10 s more; closing returns once the tool is cancelled.
     assert time.monotonic() - started < 2
+
+
+def test_async_tools_read_the_caller_too(app: Flask, tokens: Tokens) -> None:
+    from app.auth.principal import current_principal
+
+    @app.extensions["mcp_bridge"].server.tool()
+    async def whoami_async() -> str:
+        return current_principal().sub
+
+    headers, body = call_tool("whoami_async", token=tokens.mint(sub="async-user"))
+    response = app.test_client().post("/mcp", headers=headers, data=body)
+    response.close()
+    assert result_of(response.content_type, response.get_data())["result"]["content"][0]["text"] == "async-user"
