@@ -7,14 +7,13 @@ preflights. Nothing of the body reaches the SDK before the token is verified
 processing the request"). For ``tools/call`` the hook also checks the called
 tool's scopes and answers ``403 insufficient_scope`` before the SDK runs, so a
 client can step up (a JSON-RPC error inside a 200 gives it nothing to act on).
+The tool names come from :mod:`app.mcp_request`, which reads the body itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from collections.abc import Iterator
 from typing import Any
 from typing import TypeVar
 
@@ -34,6 +33,7 @@ from app.auth.jwt_access_token import JWTAccessTokenValidator
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.bridge.auth_context import authenticated_user
+from app.mcp_request import current_mcp_request
 
 logger = logging.getLogger(__name__)
 
@@ -91,30 +91,11 @@ class BearerAuthentication:
 
     def _check_scopes(self, principal: Principal) -> None:
         required: set[str] = set()
-        for name in self._called_tools():
+        for name in current_mcp_request().targets("tools/call"):
             required |= self.scopes.required_for_tool(name)
         if required and self.scopes.missing(principal.scopes, required):
             needed = sorted(required)
             raise InsufficientScope(f"This call requires the scopes: {' '.join(needed)}", scope=needed)
-
-    def _called_tools(self) -> Iterator[str]:
-        """Tool names from the JSON-RPC body itself, never from the Mcp-Name header alone.
-
-        A body that does not parse is left to the SDK, which answers it with
-        its own JSON-RPC error.
-        """
-        if request.method != "POST":
-            return
-        try:
-            message = json.loads(request.get_data(cache=True))
-        except (ValueError, RecursionError):
-            return
-        for item in message if isinstance(message, list) else [message]:
-            if isinstance(item, dict) and item.get("method") == "tools/call":
-                params = item.get("params")
-                name = params.get("name") if isinstance(params, dict) else None
-                if isinstance(name, str):
-                    yield name
 
     def _log_refusal(self, error: BearerError) -> None:
         principal: Principal | None = g.get("principal")
