@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Debian packages the tests run for real; installed by `make test` when missing.
+SYSTEM_PACKAGES :=
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean system-packages
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +25,10 @@ run: $(INSTALLED)
 	@echo
 	MCP_DEV=1 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
 
-test: $(INSTALLED)
+system-packages:
+	@scripts/ensure-debian-packages $(SYSTEM_PACKAGES)
+
+test: $(INSTALLED) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
