@@ -59,11 +59,13 @@ limit_request_line = 8190
 
 # Logging
 #
-#   accesslog - "-" is stderr (journald under systemd).
+#   accesslog - "-" is stderr (journald under systemd); "off" disables it.
 #   access_log_format - Never the query string (a misbehaving client may put
 #             a token there) and never the Authorization header: %(U)s is the
 #             path alone.
 accesslog = os.environ.get("MCP_ACCESS_LOG", "-")
+if accesslog in ("", "off"):
+    accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("MCP_LOG_LEVEL", "info")
 access_log_format = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'

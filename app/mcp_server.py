@@ -7,6 +7,8 @@ hook consults before the SDK runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
@@ -26,19 +28,40 @@ INSTRUCTIONS = (
 )
 
 
+def in_request_thread(fn: F) -> F:
+    """Let the SDK call a sync function directly instead of through a worker thread.
+
+    The SDK runs sync tools with ``anyio.to_thread.run_sync`` so they cannot
+    block a shared event loop. Our stateless bridge gives every request an event
+    loop of its own, driven by the request's own WSGI thread: a sync tool can
+    simply run there, as a Flask view would, and skip two thread switches.
+    The wrapper keeps the signature (``__wrapped__``) the SDK builds the schema from.
+    """
+    if inspect.iscoroutinefunction(fn):
+        return fn
+
+    @functools.wraps(fn)
+    async def run_inline(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return run_inline  # type: ignore[return-value]
+
+
 class ScopedServer:
     """Registers SDK tools together with the OAuth scopes each one requires."""
 
-    def __init__(self, mcp: MCPServer, policy: ScopePolicy) -> None:
+    def __init__(self, mcp: MCPServer, policy: ScopePolicy, *, sync_in_request_thread: bool = True) -> None:
         self.mcp = mcp
         self.policy = policy
+        self._inline = sync_in_request_thread
 
     def tool(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
 
         def decorator(fn: F) -> F:
             self.policy.require_for_tool(name or fn.__name__, scopes)
-            return self.mcp.tool(name=name, **options)(fn)
+            self.mcp.tool(name=name, **options)(in_request_thread(fn) if self._inline else fn)
+            return fn
 
         return decorator
 

@@ -15,10 +15,21 @@ ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
 
 
 @asynccontextmanager
-async def connect(url: str, token: str | None, *, era: str = "2026-07-28", **options: Any) -> AsyncIterator[Client]:
+async def connect(
+    url: str,
+    token: str | None,
+    *,
+    era: str = "2026-07-28",
+    event_hooks: dict[str, list[Any]] | None = None,
+    verify: Any = True,
+    **options: Any,
+) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http_options: dict[str, Any] = {"headers": headers, "timeout": httpx2.Timeout(30, read=60), "verify": verify}
+    if event_hooks:
+        http_options["event_hooks"] = event_hooks
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        httpx2.AsyncClient(**http_options) as http,
         Client(streamable_http_client(url, http_client=http), mode=ERAS[era], **options) as client,
     ):
         yield client

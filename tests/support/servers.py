@@ -23,7 +23,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 30, *, any_status: bool = False
+) -> None:
+    """Wait for a 200 from ``url`` (any HTTP answer at all with ``any_status``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -32,6 +35,10 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as error:
+            error.close()
+            if any_status:
+                return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
@@ -41,7 +48,9 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
 class ServerProcess:
     """A server started as a subprocess, its output captured in a log file."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, ready_url: str) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log_path: Path, ready_url: str, *, any_status: bool = False
+    ) -> None:
         self.args = args
         self.log_path = log_path
         self.ready_url = ready_url
@@ -50,7 +59,7 @@ class ServerProcess:
         full_env.update(env)
         self.process = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            wait_until_ready(ready_url, self.process)
+            wait_until_ready(ready_url, self.process, any_status=any_status)
         except RuntimeError:
             self.stop()
             raise RuntimeError(f"{args[0]} did not start:\n{self.log()}") from None
@@ -60,7 +69,8 @@ class ServerProcess:
         return self.process.pid
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

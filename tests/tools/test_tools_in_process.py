@@ -79,3 +79,24 @@ def test_async_tools_read_the_caller_too(app: Flask, tokens: Tokens) -> None:
     response = app.test_client().post("/mcp", headers=headers, data=body)
     response.close()
     assert result_of(response.content_type, response.get_data())["result"]["content"][0]["text"] == "async-user"
+
+
+def test_sync_tools_run_in_the_request_thread(app: Flask, tokens: Tokens) -> None:
+    """No hop to a worker thread: the tool runs where the WSGI server called the app, as a Flask view would."""
+    import threading
+
+    seen: list[int] = []
+    server = app.extensions["mcp_bridge"].server
+    from app.mcp_server import in_request_thread
+
+    @server.tool()
+    @in_request_thread
+    def where() -> str:
+        seen.append(threading.get_ident())
+        return "here"
+
+    headers, body = call_tool("where", token=tokens.mint())
+    response = app.test_client().post("/mcp", headers=headers, data=body)
+    response.close()
+    assert result_of(response.content_type, response.get_data())["result"]["content"][0]["text"] == "here"
+    assert seen == [threading.get_ident()]

@@ -1,0 +1,429 @@
+"""Benchmark this server against the SDK's native ASGI server, in one run, on this machine.
+
+``make bench`` (or ``.venv/bin/python -m bench.run``). Starts, side by side on loopback ports:
+
+* ours: gunicorn with the shipped gunicorn.conf.py (2 gthread workers x 4 threads, reuse_port);
+* native: the same tools in the SDK's own Starlette app with its bearer authentication, under
+  ``gunicorn -k asgi -w 2 --reuse-port`` and under uvicorn with one worker;
+* ceiling: a bare Flask view returning "ok" under the same gunicorn settings as ours.
+
+Each is driven with wrk using the exact request bytes the official SDK client sends (captured from a real
+client session) and a valid token: ``tools/list`` and ``tools/call greet_user``, in the 2026-07-28 era and
+the 2025-11-25 era, at 1 and 16 connections, in interleaved rounds. Every server's answers are checked to be
+the correct MCP result before and after it is loaded. Results: a table on stdout, raw JSON and a chart under
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+
+from tests.support.issuer import MockIssuer
+from tests.support.mcp_client import connect
+from tests.support.servers import BIN
+from tests.support.servers import ROOT
+from tests.support.servers import ServerProcess
+from tests.support.servers import free_port
+
+AUDIENCE = "https://bench.example/mcp"
+RESULTS = ROOT / "bench" / "results"
+STATE_SECRET = "bench-state-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+ERAS = ("2026-07-28", "2025-11-25")
+
+
+@dataclass
+class Captured:
+    """One request exactly as the SDK client sent it."""
+
+    name: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Row:
+    server: str
+    request: str
+    connections: int
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.rounds)
+
+    def span(self, key: str) -> tuple[float, float]:
+        values = [r[key] for r in self.rounds]
+        return min(values), max(values)
+
+
+# -- capturing what the SDK client sends
+
+
+async def capture_requests(url: str, token: str) -> dict[str, Captured]:
+    """Run the official client against our server and keep the bytes of tools/list and tools/call."""
+    captured: dict[str, Captured] = {}
+    for era in ERAS:
+        seen: list[httpx2.Request] = []
+
+        async def record(request: httpx2.Request) -> None:
+            seen.append(request)  # noqa: B023 (consumed within this iteration)
+
+        async with connect(url, token, era=era, event_hooks={"request": [record]}) as client:
+            await client.list_tools()
+            await client.call_tool("greet_user", {"name": "bench"})
+        for request in seen:
+            if request.method != "POST":
+                continue
+            message = json.loads(request.content)
+            method = message.get("method")
+            if method in ("tools/list", "tools/call"):
+                name = f"{method} {era}"
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+                captured[name] = Captured(name, headers, request.content)
+    return captured
+
+
+def check_answer(url: str, request: Captured) -> None:
+    """Fail loudly unless ``url`` answers ``request`` with the correct MCP result."""
+    response = httpx2.post(url, headers=request.headers, content=request.body, timeout=30)
+    if response.status_code != 200:
+        raise SystemExit(f"{url} answered {request.name} with {response.status_code}: {response.text[:300]}")
+    text = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+    result = json.loads(text).get("result")
+    if request.name.startswith("tools/list"):
+        names = [tool["name"] for tool in (result or {}).get("tools", [])]
+        ok = "greet_user" in names and "whoami" in names
+    else:
+        ok = bool(result) and result["content"][0]["text"] == "Hello, bench!" and not result.get("isError")
+    if not ok:
+        raise SystemExit(f"{url} gave a wrong answer to {request.name}: {text[:300]}")
+
+
+# -- wrk
+
+
+def lua_script(request: Captured, folder: Path) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(request.body.decode())}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in request.headers.items()]
+    path = folder / (re.sub(r"\W+", "_", request.name) + ".lua")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int, server_pid: int | None = None) -> dict[str, float]:
+    """One wrk run; with ``server_pid``, also the server's CPU time per request (steadier than req/s)."""
+    threads = 1 if connections == 1 else 2
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    pids = process_tree(server_pid) if server_pid else []
+    before = cpu_seconds(pids)
+    output = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    result = parse_wrk(output)
+    if pids:
+        result["cpu_ms_per_request"] = (cpu_seconds(pids) - before) * 1000 / max(result["requests"], 1)
+    return result
+
+
+def _duration_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _duration_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _duration_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = sum(int(n) for n in socket.groups()) if socket else 0
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "requests": requests,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "errors": errors,
+    }
+
+
+# -- servers
+
+
+def gunicorn_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    args = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    return ServerProcess(args, env, folder / "ours.log", f"http://127.0.0.1:{port}/readyz")
+
+
+def gunicorn_native(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    args = [str(BIN / "gunicorn"), "-c", "python:bench.gunicorn_plain", "-k", "asgi", "-w", "2", "--reuse-port"]
+    args += ["--bind", f"127.0.0.1:{port}"]
+    args += ["bench.native_app:app"]
+    return ServerProcess(args, env, folder / "native.log", f"http://127.0.0.1:{port}/mcp", any_status=True)
+
+
+def uvicorn_native(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    args = [str(BIN / "uvicorn"), "--workers", "1", "--no-access-log", "--port", str(port), "bench.native_app:app"]
+    return ServerProcess(args, env, folder / "uvicorn.log", f"http://127.0.0.1:{port}/mcp", any_status=True)
+
+
+def gunicorn_ceiling(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    args = [str(BIN / "gunicorn"), "-c", "python:bench.gunicorn_plain", "-k", "gthread", "-w", "2", "--threads", "4"]
+    args += ["--reuse-port"]
+    args += ["--bind", f"127.0.0.1:{port}", "bench.ceiling_app:app"]
+    return ServerProcess(args, env, folder / "ceiling.log", f"http://127.0.0.1:{port}/mcp", any_status=True)
+
+
+def process_tree(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *(int(child) for child in children)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes so far (their threads included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def worker_rss_mib(master_pid: int) -> list[float]:
+    children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+    sizes = []
+    for pid in children:
+        status = Path(f"/proc/{pid}/status").read_text()
+        sizes.append(int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024)  # type: ignore[union-attr]
+    return sizes
+
+
+# -- the parts of a run
+
+
+def auth_cost_us(issuer: MockIssuer, folder: Path) -> dict[str, float]:
+    """Microseconds the authentication hook costs per request, for a token seen before and a new one."""
+    from app import create_app
+    from app.settings import Settings
+
+    settings = Settings.from_mapping(
+        {
+            "MCP_RESOURCE_URL": "http://localhost/mcp",
+            "MCP_ISSUER": issuer.issuer,
+            "MCP_AUDIENCE": AUDIENCE,
+            "MCP_INSTANCE_PATH": str(folder / "auth-instance"),
+        }
+    )
+    app = create_app(settings)
+    authentication = app.extensions["mcp_auth"]
+    validator = authentication.validator
+    token = issuer.mint(AUDIENCE, scopes=["todo:read"])
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+    with app.test_request_context("/mcp", method="POST", headers=headers, data=body):
+        assert authentication.authenticate() is None
+        number = 20_000
+        cached = timeit.timeit(authentication.authenticate, number=number) / number * 1e6
+    fresh_tokens = [issuer.mint(AUDIENCE, sub=f"user-{i}") for i in range(2_000)]
+    start = time.perf_counter()
+    for fresh in fresh_tokens:
+        validator.validate(fresh)
+    uncached = (time.perf_counter() - start) / len(fresh_tokens) * 1e6
+    app.extensions["mcp_bridge"].loops.close()
+    return {"hook_cached_token_us": round(cached, 1), "signature_check_new_token_us": round(uncached, 1)}
+
+
+def leak_check(url: str, request: Captured, master_pid: int, folder: Path, target: int) -> dict[str, Any]:
+    """Resident memory per worker after the first 10,000 requests and after ``target``."""
+    script = lua_script(request, folder)
+    served, after_10k = 0, None
+    while served < target:
+        served += int(run_wrk(url, script, 16, 5)["requests"])
+        if after_10k is None and served >= 10_000:
+            after_10k = worker_rss_mib(master_pid)
+    final = worker_rss_mib(master_pid)
+    growth = max(f / b - 1 for f, b in zip(final, after_10k or final, strict=False)) if after_10k else 0.0
+    return {"requests": served, "rss_mib_after_10k": after_10k, "rss_mib_final": final, "max_growth": growth}
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    requests = sorted({r.request for r in rows})
+    servers = list(dict.fromkeys(r.server for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for axis, connections in zip(axes, (1, 16), strict=True):
+        width = 0.8 / len(servers)
+        for i, server in enumerate(servers):
+            values = []
+            for request in requests:
+                match = [r for r in rows if (r.server, r.request, r.connections) == (server, request, connections)]
+                values.append(match[0].median("rps") if match else 0)
+            axis.bar([x + i * width for x in range(len(requests))], values, width, label=server)
+        axis.set_xticks([x + 0.4 - width / 2 for x in range(len(requests))], requests, rotation=15, fontsize=8)
+        axis.set_title(f"{connections} connection{'s' if connections > 1 else ''}: requests/s (median)")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(rows: list[Row], reference: str) -> str:
+    lines = [
+        "| server | request | conns | req/s median (min-max) | p50 ms | p99 ms | CPU ms/req | ours / native "
+        "| errors, non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_key = {(r.server, r.request, r.connections): r for r in rows}
+    for row in rows:
+        low, high = row.span("rps")
+        native = by_key.get((reference, row.request, row.connections))
+        ratio = ""
+        if row.server == "ours" and native is not None:
+            ratio = (
+                f"{row.median('rps') / native.median('rps'):.2f}x req/s, "
+                f"p50 {row.median('p50_ms') / native.median('p50_ms'):.2f}x, "
+                f"CPU {row.median('cpu_ms_per_request') / native.median('cpu_ms_per_request'):.2f}x"
+            )
+        errors = sum(r["errors"] for r in row.rounds), sum(r["non_2xx"] for r in row.rounds)
+        lines.append(
+            f"| {row.server} | {row.request} | {row.connections} | {row.median('rps'):.0f} ({low:.0f}-{high:.0f}) "
+            f"| {row.median('p50_ms'):.2f} | {row.median('p99_ms'):.2f} | {row.median('cpu_ms_per_request'):.3f} "
+            f"| {ratio} | {errors[0]}, {errors[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--leak-requests", type=int, default=100_000, help="0 skips the memory check")
+    parser.add_argument("--servers", default="ours,native-gunicorn,native-uvicorn,ceiling")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (make bench installs it)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
+    started: list[ServerProcess] = []
+    with MockIssuer() as issuer:
+        token = issuer.mint(AUDIENCE, scopes=["todo:read", "todo:write"])
+        ports = {name: free_port() for name in options.servers.split(",")}
+        common = {
+            "PATH": os.environ["PATH"],
+            "BENCH_ISSUER": issuer.issuer,
+            "BENCH_JWKS_URI": issuer.jwks_uri,
+            "BENCH_AUDIENCE": AUDIENCE,
+            "BENCH_DATABASE": str(folder / "native.sqlite3"),
+        }
+        ours_env = {
+            **common,
+            "MCP_ISSUER": issuer.issuer,
+            "MCP_AUDIENCE": AUDIENCE,
+            "MCP_STATE_SECRET": STATE_SECRET,
+            "MCP_INSTANCE_PATH": str(folder / "instance"),
+            "MCP_ACCESS_LOG": "off",
+            "MCP_LOG_LEVEL": "warning",
+        }
+        starters = {
+            "ours": gunicorn_ours,
+            "native-gunicorn": gunicorn_native,
+            "native-uvicorn": uvicorn_native,
+            "ceiling": gunicorn_ceiling,
+        }
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for name, port in ports.items():
+                env = dict(common)
+                if name == "ours":
+                    env = {**ours_env, "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp"}
+                servers[name] = starters[name](port, env, folder)
+                started.append(servers[name])
+            urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
+            requests = anyio.run(capture_requests, urls.get("ours") or next(iter(urls.values())), token)
+            scripts = {name: lua_script(request, folder) for name, request in requests.items()}
+            for name, url in urls.items():
+                if name != "ceiling":
+                    for request in requests.values():
+                        check_answer(url, request)
+            rows: list[Row] = []
+            plan = [
+                (s, r, c)
+                for c in (1, 16)
+                for r in requests
+                for s in urls
+                if s != "ceiling" or r == next(iter(requests))
+            ]
+            for round_number in range(1, options.rounds + 1):
+                for server, request, connections in plan:
+                    row = next(
+                        (x for x in rows if (x.server, x.request, x.connections) == (server, request, connections)),
+                        None,
+                    )
+                    if row is None:
+                        row = Row(server, request if server != "ceiling" else "Flask 'ok'", connections)
+                        rows.append(row)
+                    result = run_wrk(urls[server], scripts[request], connections, options.seconds, servers[server].pid)
+                    row.rounds.append(result)
+                    print(
+                        f"round {round_number} {server:16} {row.request:24} c={connections:<2} "
+                        f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                        f"CPU {result['cpu_ms_per_request']:.3f} ms/req",
+                        flush=True,
+                    )
+            for name, url in urls.items():
+                if name != "ceiling":
+                    for request in requests.values():
+                        check_answer(url, request)
+            results: dict[str, Any] = {
+                "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+                "settings": vars(options),
+                "rows": [asdict(row) for row in rows],
+                "auth": auth_cost_us(issuer, folder),
+            }
+            if options.leak_requests and "ours" in servers:
+                results["memory"] = leak_check(
+                    urls["ours"], requests["tools/call 2026-07-28"], servers["ours"].pid, folder, options.leak_requests
+                )
+        finally:
+            for process in started:
+                process.stop()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    chart(rows, RESULTS / "latest.png")
+    print()
+    print(report(rows, "native-gunicorn"))
+    print()
+    print("authentication:", results["auth"])
+    if "memory" in results:
+        print("memory per worker (MiB):", results["memory"])
+    print(f"raw results: {RESULTS / 'latest.json'}, chart: {RESULTS / 'latest.png'}")
+
+
+if __name__ == "__main__":
+    main()
