@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     policy = ScopePolicy(settings.scope_hierarchy)
     server = create_mcp_server(state_secret=state_secret)
     database = settings.database or os.path.join(app.instance_path, "todos.sqlite3")
-    register_all(ScopedServer(server, policy), database=database)
+    # Stateless, every request has an event loop of its own and a sync tool can run in the request's
+    # thread; stateful, one loop serves every session and sync tools must not block it.
+    register_all(ScopedServer(server, policy, sync_in_request_thread=not settings.stateful), database=database)
 
     errors.init_app(app)
     transport_security.init_app(app, settings)
@@ -158,4 +160,4 @@ def start_worker(app: Flask) -> None:
 
 def stop_worker(app: Flask) -> None:
     """Close the worker's event loops, so their threads end and the process can exit."""
-    app.extensions["mcp_bridge"].loops.close()
+    app.extensions["mcp_bridge"].stop_worker()

@@ -57,6 +57,7 @@ class Settings:
     jwks_refetch_cooldown: int = 30
     scope_hierarchy: Mapping[str, frozenset[str]] = field(default_factory=dict)
     json_response: bool = False
+    stateful: bool = False
     trusted_proxies: int = 0
     workers: int = 1
     instance_path: str | None = None
@@ -151,6 +152,13 @@ class Settings:
         if profile not in ("jwt", "rfc9068"):
             raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
 
+        stateful = _boolean(env, "MCP_STATEFUL")
+        if stateful and workers > 1:
+            raise SettingsError(
+                "MCP_STATEFUL",
+                f"stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not {workers}",
+            )
+
         state_secret = get("MCP_STATE_SECRET") or None
         if state_secret is not None and len(state_secret) < 32:
             raise SettingsError("MCP_STATE_SECRET", "must be at least 32 characters (use a random value)")
@@ -179,6 +187,7 @@ class Settings:
             jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
             scope_hierarchy=_scope_hierarchy(env.get("MCP_SCOPE_HIERARCHY", DEFAULT_SCOPE_HIERARCHY)),
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
+            stateful=stateful,
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from flask.testing import FlaskCliRunner
 
 from app import create_app
+from app import stop_worker
 from app.settings import Settings
 from tests.support.issuer import MockIssuer
 
@@ -42,7 +43,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     """The application under test."""
     application = create_app(settings)
     yield application
-    application.extensions["mcp_bridge"].loops.close()
+    stop_worker(application)
 
 
 @pytest.fixture

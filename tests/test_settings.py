@@ -667,3 +667,17 @@ class TestFromEnv:
         monkeypatch.setenv("MCP_STATE_SECRET", SECRET)
         settings = Settings.from_env(dotenv_path=tmp_path / "absent.env", workers=2)
         assert (settings.resource_url, settings.issuer, settings.workers) == (RESOURCE, ISSUER, 2)
+
+
+class TestStateful:
+    def test_one_worker(self) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_STATEFUL": "1"}, workers=1)
+        assert settings.stateful is True
+
+    def test_refused_with_several_workers(self) -> None:
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_mapping({"MCP_DEV": "1", "MCP_STATEFUL": "1"}, workers=2)
+        assert caught.value.variable == "MCP_STATEFUL"
+        assert str(caught.value) == (
+            "MCP_STATEFUL: stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not 2"
+        )

@@ -18,13 +18,18 @@ from flask import request
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from app.bridge.asgi_to_wsgi import ASGIExchange
+from app.bridge.asgi_to_wsgi import Exchange
 from app.bridge.asgi_to_wsgi import StreamingBody
+from app.bridge.asgi_to_wsgi import ThreadedExchange
 from app.bridge.asgi_to_wsgi import asgi_scope
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
+from app.bridge.event_loop import LoopThread
 
 if TYPE_CHECKING:
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
     from mcp.server.mcpserver import MCPServer
+    from starlette.types import Scope
 
     from app.settings import Settings
 
@@ -39,29 +44,52 @@ class PassThroughResponse(Response):
 
 
 class MCPBridge:
-    """Per-process state of the endpoint: the pool of serving loops."""
+    """Per-process state of the endpoint: where the SDK's handler runs."""
 
     def __init__(self, server: MCPServer, settings: Settings) -> None:
         self.server = server
         self.endpoint_path = settings.endpoint_path
-        self._json_response = settings.json_response
+        self.stateful = settings.stateful
+        json_response = settings.json_response
 
         def new_manager() -> StreamableHTTPSessionManager:
             return StreamableHTTPSessionManager(
                 app=server._lowlevel_server,
-                stateless=True,
-                json_response=self._json_response,
+                stateless=not self.stateful,
+                json_response=json_response,
                 max_request_body_size=MAX_BODY_BYTES,
             )
 
         self.loops = LoopPool(new_manager)
+        self.loop_thread = LoopThread(new_manager)
 
     def start_worker(self) -> None:
-        """Prepare one serving loop in this process (gunicorn calls it after forking a worker)."""
-        self.loops.release(self.loops.acquire())
+        """Start serving in this process (gunicorn calls it after forking a worker)."""
+        if self.stateful:
+            _ = self.loop_thread.serving
+        else:
+            self.loops.release(self.loops.acquire())
+
+    def stop_worker(self) -> None:
+        self.loops.close()
+        self.loop_thread.close()
+
+    def _exchange(self, scope: Scope, body: bytes, user: AuthenticatedUser | None) -> Exchange:
+        if self.stateful:
+            serving = self.loop_thread.serving
+            return ThreadedExchange(serving, serving.manager.handle_request, scope, body, handler_context(user))
+        pooled = self.loops.acquire()
+        return ASGIExchange(
+            pooled,
+            pooled.manager.handle_request,
+            scope,
+            body,
+            handler_context(user),
+            on_done=lambda: self.loops.release(pooled),
+        )
 
     def handle(self) -> Response:
-        if request.method != "POST":
+        if request.method != "POST" and not self.stateful:
             # Stateless: no session to resume or delete, and a standalone GET
             # stream could never carry anything while it held a worker thread.
             # Streamable HTTP allows 405 for both.
@@ -72,18 +100,10 @@ class MCPBridge:
                 headers={"Allow": "POST"},
                 content_type="application/json",
             )
-        body = request.get_data(cache=True)
+        body = request.get_data(cache=True) if request.method == "POST" else b""
         user = g.get("mcp_user")
         scope = asgi_scope(request.environ, self.endpoint_path, {"user": user} if user is not None else None)
-        serving = self.loops.acquire()
-        exchange = ASGIExchange(
-            serving,
-            serving.manager.handle_request,
-            scope,
-            body,
-            handler_context(user),
-            on_done=lambda: self.loops.release(serving),
-        )
+        exchange = self._exchange(scope, body, user)
         try:
             start = exchange.next_message()
             first = exchange.next_message() if start is not None else None

@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
 
 from app.bridge.event_loop import ServingLoop
 
@@ -75,6 +78,14 @@ def asgi_scope(environ: WSGIEnvironment, path: str, extra: dict[str, Any] | None
     if extra:
         scope.update(extra)
     return scope
+
+
+class Exchange(Protocol):
+    """One request in flight, as the WSGI side sees it."""
+
+    def next_message(self) -> Message | None: ...
+
+    def close(self) -> None: ...
 
 
 class ASGIExchange:
@@ -156,10 +167,84 @@ class ASGIExchange:
                 self._on_done()
 
 
+_END = object()
+
+
+class ThreadedExchange:
+    """Runs one ASGI request on the process's loop thread; the calling thread waits for its messages.
+
+    Used in stateful mode, where the loop runs on its own (see :class:`LoopThread`).
+    Messages cross over through a thread-safe queue; the disconnect and the
+    cancellation go back with ``call_soon_threadsafe``.
+    """
+
+    def __init__(
+        self, serving: ServingLoop, app: ASGIApp, scope: Scope, body: bytes, context: contextvars.Context
+    ) -> None:
+        self._loop = serving.loop
+        self._body: bytes | None = body
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._closed = False
+        self._complete = False
+        self._task: asyncio.Task[None] | None = None
+        self._disconnect: asyncio.Event | None = None
+        self._loop.call_soon_threadsafe(self._start, app, scope, context)
+
+    def _start(self, app: ASGIApp, scope: Scope, context: contextvars.Context) -> None:
+        self._disconnect = asyncio.Event()
+        self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the MCP handler failed", exc_info=task.exception())
+        self._queue.put(_END)
+        self._done.set()
+
+    async def _receive(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        assert self._disconnect is not None
+        await self._disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        if not self._closed:
+            self._queue.put(message)
+
+    def _abort(self) -> None:
+        if self._disconnect is not None:
+            self._disconnect.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    def next_message(self) -> Message | None:
+        if self._done.is_set() and self._queue.empty():
+            return None
+        message = self._queue.get()
+        if message is _END:
+            return None
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._complete = True
+        return message  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancel an abandoned exchange; a completed one winds down on the loop thread by itself."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._complete:
+            self._loop.call_soon_threadsafe(self._abort)
+            if not self._done.wait(CANCEL_TIMEOUT):
+                logger.warning("the MCP handler did not stop within %.0f s of a disconnect", CANCEL_TIMEOUT)
+
+
 class StreamingBody:
     """The WSGI response iterable of a streamed answer: one chunk per ASGI body message."""
 
-    def __init__(self, exchange: ASGIExchange, first_chunk: bytes) -> None:
+    def __init__(self, exchange: Exchange, first_chunk: bytes) -> None:
         self._exchange = exchange
         self._pending: bytes | None = first_chunk
         self._finished = False

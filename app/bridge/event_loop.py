@@ -1,16 +1,22 @@
-"""Event loops for the MCP session manager, one per request in flight, never shared between threads.
+"""Event loops for the MCP session manager.
 
-Each :class:`ServingLoop` owns an asyncio loop and a stateless
-``StreamableHTTPSessionManager`` whose ``run()`` stays entered in a long-lived
-task. A request borrows a loop from the :class:`LoopPool`, runs the SDK's
-handler as a task on it and drives the loop from its own thread until the next
-piece of the response is ready. There is no background thread and no hop
-between threads, which is why this works the same under gunicorn's gthread
-workers, under uWSGI without ``--enable-threads`` and under ``flask run``.
+Each :class:`ServingLoop` owns an asyncio loop and a ``StreamableHTTPSessionManager``
+whose ``run()`` stays entered in a long-lived task. Two ways to run them:
 
-Loops are created lazily in the process that uses them and the pool forgets
-everything after a fork, so nothing started in gunicorn's master (or in
-uWSGI's, which loads the app before forking) leaks into a worker.
+* :class:`LoopPool` (stateless, the default): a request borrows a loop, runs
+  the SDK's handler as a task on it and drives the loop from its own thread
+  until the next piece of the response is ready. There is no background thread
+  and no hop between threads, which is why this works the same under gunicorn's
+  gthread workers, under uWSGI without ``--enable-threads`` and under
+  ``flask run``.
+* :class:`LoopThread` (stateful, MCP_STATEFUL=1): one loop per process in a
+  daemon thread, because handshake-era sessions outlive the request that made
+  them: a session's server task, its standalone GET stream and its
+  server-to-client requests must make progress while no request drives them.
+
+Loops are created lazily in the process that uses them and forgotten after a
+fork, so nothing started in gunicorn's master (or in uWSGI's, which loads the
+app before forking) leaks into a worker.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def _without_sse_shutdown_watcher() -> None:
         state().watcher_started = True
 
 
-def _register_exit(pool: LoopPool) -> None:
+def _register_exit(pool: LoopPool | LoopThread) -> None:
     """Close the pool when the interpreter exits, before it waits for non-daemon threads.
 
     ``atexit`` runs too late for that (after the join), so use the hook
@@ -209,3 +215,59 @@ class LoopPool:
                 serving.close()
             except Exception:
                 logger.exception("an event loop did not close cleanly")
+
+
+class LoopThread:
+    """The process's one serving loop, running in a daemon thread (stateful mode)."""
+
+    def __init__(self, manager_factory: ManagerFactory) -> None:
+        self._factory = manager_factory
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._serving: ServingLoop | None = None
+        self._thread: threading.Thread | None = None
+        _register_exit(self)
+
+    @property
+    def serving(self) -> ServingLoop:
+        """The running loop of this process, started on first use (after a fork, started anew)."""
+        if self._pid != os.getpid() or self._serving is None:
+            with self._lock:
+                if self._pid != os.getpid() or self._serving is None:
+                    self._start()
+        assert self._serving is not None
+        return self._serving
+
+    def _start(self) -> None:
+        ready: list[ServingLoop | BaseException] = []
+        started = threading.Event()
+
+        def run() -> None:
+            try:
+                serving = ServingLoop(self._factory())
+            except BaseException as exc:
+                ready.append(exc)
+                started.set()
+                return
+            ready.append(serving)
+            started.set()
+            _without_sse_shutdown_watcher()
+            serving.loop.run_forever()
+
+        thread = threading.Thread(target=run, name="mcp-event-loop", daemon=True)
+        thread.start()
+        started.wait()
+        if isinstance(ready[0], BaseException):
+            raise ready[0]
+        self._serving, self._thread, self._pid = ready[0], thread, os.getpid()
+        logger.debug("started the event loop thread in process %d", self._pid)
+
+    def close(self) -> None:
+        """Stop the loop thread, then leave the manager (which ends every session)."""
+        if self._pid != os.getpid() or self._serving is None or self._thread is None:
+            return
+        serving, thread = self._serving, self._thread
+        self._serving = None
+        serving.loop.call_soon_threadsafe(serving.loop.stop)
+        thread.join(10)
+        serving.close()

@@ -1,0 +1,98 @@
+"""Stateful mode (MCP_STATEFUL=1, one worker): handshake-era sessions bound to the user who made them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import RunningServer
+from tests.support.issuer import MockIssuer
+from tests.support.jsonrpc import HANDSHAKE
+from tests.support.jsonrpc import request_body
+from tests.support.jsonrpc import request_headers
+from tests.support.jsonrpc import result_of
+from tests.support.mcp_client import connect
+from tests.support.mcp_client import text_of
+from tests.support.servers import free_port
+from tests.support.servers import start_gunicorn
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+INITIALIZE = request_body(
+    "initialize",
+    {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+    era=HANDSHAKE,
+)
+
+
+@pytest.fixture(scope="module")
+def stateful_server(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder: Path = tmp_path_factory.mktemp("stateful")
+    port = free_port()
+    env = {
+        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        "MCP_ISSUER": issuer.issuer,
+        "MCP_STATEFUL": "1",
+        "MCP_INSTANCE_PATH": str(folder / "instance"),
+    }
+    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=1, threads=8)
+    yield RunningServer(process, base, issuer)
+    assert process.stop() == 0, process.log()
+
+
+@pytest.mark.parametrize("era", ["2026-07-28", HANDSHAKE])
+async def test_the_sdk_client_works_in_both_eras(stateful_server: RunningServer, era: str) -> None:
+    token = stateful_server.token("todo:read", "todo:write", sub=f"stateful-{era}")
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with connect(stateful_server.url, token, era=era) as client:
+        assert len((await client.list_tools()).tools) == 6
+        assert text_of(await client.call_tool("greet_user", {"name": "s"})) == "Hello, s!"
+        assert text_of(await client.call_tool("count_to", {"n": 3}, progress_callback=on_progress)) == "Counted to 3."
+        assert (await client.call_tool("add_todo", {"title": "t"})).structured_content["title"] == "t"
+    assert progress == [1, 2, 3]
+
+
+def test_a_session_is_bound_to_the_user_who_opened_it(stateful_server: RunningServer) -> None:
+    alice = stateful_server.token("todo:read", "todo:write", sub="alice-session")
+    bob = stateful_server.token("todo:read", "todo:write", sub="bob-session")
+    opened = httpx2.post(
+        stateful_server.url, headers=request_headers("initialize", era=HANDSHAKE, token=alice), json=INITIALIZE
+    )
+    assert opened.status_code == 200
+    session = opened.headers["mcp-session-id"]
+    assert result_of(opened.headers["content-type"], opened.content)["result"]["protocolVersion"] == HANDSHAKE
+
+    add = request_body("tools/call", {"name": "add_todo", "arguments": {"title": "alice's"}}, era=HANDSHAKE, id=2)
+    headers = {**request_headers("tools/call", era=HANDSHAKE, token=alice), "Mcp-Session-Id": session}
+    assert httpx2.post(stateful_server.url, headers=headers, json=add).status_code == 200
+
+    listing = request_body("tools/call", {"name": "list_todos", "arguments": {}}, era=HANDSHAKE, id=3)
+    stolen = httpx2.post(
+        stateful_server.url,
+        headers={**request_headers("tools/call", era=HANDSHAKE, token=bob), "Mcp-Session-Id": session},
+        json=listing,
+    )
+    assert stolen.status_code == 404
+    assert stolen.json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+    assert "alice" not in stolen.text
+
+    own = httpx2.post(stateful_server.url, headers={**headers, "Mcp-Session-Id": session}, json=listing)
+    todos = json.loads(result_of(own.headers["content-type"], own.content)["result"]["content"][0]["text"])
+    assert [todo["title"] for todo in todos["todos"]] == ["alice's"]
+
+
+def test_an_unknown_session_is_404(stateful_server: RunningServer) -> None:
+    headers = {
+        **request_headers("tools/list", era=HANDSHAKE, token=stateful_server.token()),
+        "Mcp-Session-Id": "0" * 32,
+    }
+    response = httpx2.post(stateful_server.url, headers=headers, json=request_body("tools/list", era=HANDSHAKE))
+    assert response.status_code == 404
