@@ -1,8 +1,8 @@
-"""The MCP server itself: the SDK's ``MCPServer``, with a scope declaration beside each tool.
+"""The MCP server itself: the SDK's ``MCPServer``, with a scope declaration beside each primitive.
 
-Tools are plain SDK tools. :class:`ScopedServer` only adds ``scopes=`` to the
-decorator and records it in the :class:`ScopePolicy` that the authentication
-hook consults before the SDK runs.
+Tools, resources and prompts are plain SDK ones. :class:`ScopedServer` only
+adds ``scopes=`` to the decorators and records it in the :class:`ScopePolicy`
+that the authentication hook consults before the SDK runs.
 """
 
 from __future__ import annotations
@@ -55,12 +55,35 @@ class ScopedServer:
         self.policy = policy
         self._inline = sync_in_request_thread
 
+    def _registered(self, fn: F) -> F:
+        return in_request_thread(fn) if self._inline else fn
+
     def tool(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
 
         def decorator(fn: F) -> F:
             self.policy.require_for_tool(name or fn.__name__, scopes)
-            self.mcp.tool(name=name, **options)(in_request_thread(fn) if self._inline else fn)
+            self.mcp.tool(name=name, **options)(self._registered(fn))
+            return fn
+
+        return decorator
+
+    def resource(self, uri: str, *, scopes: Iterable[str] = (), **options: Any) -> Callable[[F], F]:
+        """Like ``MCPServer.resource()``; ``scopes`` are all required to read it (templates included)."""
+
+        def decorator(fn: F) -> F:
+            self.policy.require_for_resource(uri, scopes)
+            self.mcp.resource(uri, **options)(self._registered(fn))
+            return fn
+
+        return decorator
+
+    def prompt(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
+        """Like ``MCPServer.prompt()``; ``scopes`` are all required to get the prompt."""
+
+        def decorator(fn: F) -> F:
+            self.policy.require_for_prompt(name or fn.__name__, scopes)
+            self.mcp.prompt(name=name, **options)(self._registered(fn))
             return fn
 
         return decorator

@@ -4,10 +4,11 @@ Every request is authenticated except the views marked :func:`public` (the
 discovery documents, health checks, the development issuer) and CORS
 preflights. Nothing of the body reaches the SDK before the token is verified
 (MCP security considerations: "MCP servers MUST validate access tokens before
-processing the request"). For ``tools/call`` the hook also checks the called
-tool's scopes and answers ``403 insufficient_scope`` before the SDK runs, so a
-client can step up (a JSON-RPC error inside a 200 gives it nothing to act on).
-The tool names come from :mod:`app.mcp_request`, which reads the body itself.
+processing the request"). For ``tools/call``, ``resources/read`` and
+``prompts/get`` the hook also checks the scopes of the tool, resource or prompt
+and answers ``403 insufficient_scope`` before the SDK runs, so a client can
+step up (a JSON-RPC error inside a 200 gives it nothing to act on). The names
+come from :mod:`app.mcp_request`, which reads the body itself.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class BearerAuthentication:
 
     def _check_scopes(self, principal: Principal) -> None:
         required: set[str] = set()
-        for name in current_mcp_request().targets("tools/call"):
-            required |= self.scopes.required_for_tool(name)
+        for call in current_mcp_request().calls:
+            required |= self.scopes.required_for(call)
         if required and self.scopes.missing(principal.scopes, required):
             needed = sorted(required)
             raise InsufficientScope(f"This call requires the scopes: {' '.join(needed)}", scope=needed)

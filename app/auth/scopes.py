@@ -1,4 +1,4 @@
-"""Scopes: what each tool requires, and which granted scopes imply which.
+"""Scopes: what each tool, resource and prompt requires, and which granted scopes imply which.
 
 MCP 2026-07-28 authorization, Scope Challenge Handling: "Servers MUST account
 for scope hierarchies, where a broader scope implies narrower ones", and
@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Mapping
 
+from mcp.shared.uri_template import UriTemplate
+
+from app.mcp_request import MCPCall
+
 
 class ScopePolicy:
     """Scope requirements per MCP primitive, and the implication hierarchy."""
@@ -18,15 +22,59 @@ class ScopePolicy:
     def __init__(self, hierarchy: Mapping[str, Iterable[str]] | None = None) -> None:
         self._implies = {broad: frozenset(narrow) for broad, narrow in (hierarchy or {}).items()}
         self._tools: dict[str, frozenset[str]] = {}
+        self._prompts: dict[str, frozenset[str]] = {}
+        self._resources: dict[str, frozenset[str]] = {}
+        self._templates: list[tuple[str, UriTemplate, frozenset[str]]] = []
 
     def require_for_tool(self, name: str, scopes: Iterable[str]) -> None:
         self._tools[name] = frozenset(scopes)
 
+    def require_for_prompt(self, name: str, scopes: Iterable[str]) -> None:
+        self._prompts[name] = frozenset(scopes)
+
+    def require_for_resource(self, uri: str, scopes: Iterable[str]) -> None:
+        """A resource URI, or an RFC 6570 template such as ``todo://{id}``."""
+        if UriTemplate.is_template(uri):
+            self._templates.append((uri, UriTemplate.parse(uri), frozenset(scopes)))
+        else:
+            self._resources[uri] = frozenset(scopes)
+
     def tool_requirements(self) -> dict[str, frozenset[str]]:
         return dict(self._tools)
 
+    def prompt_requirements(self) -> dict[str, frozenset[str]]:
+        return dict(self._prompts)
+
+    def resource_requirements(self) -> dict[str, frozenset[str]]:
+        return {**self._resources, **{template: scopes for template, _, scopes in self._templates}}
+
     def required_for_tool(self, name: str) -> frozenset[str]:
         return self._tools.get(name, frozenset())
+
+    def required_for_resource(self, uri: str) -> frozenset[str]:
+        """The scopes of the resource the SDK would serve for ``uri``: a concrete one first, then templates in order."""
+        if uri in self._resources:
+            return self._resources[uri]
+        for _, template, scopes in self._templates:
+            try:
+                matched = template.match(uri)
+            except ValueError:
+                matched = None
+            if matched is not None:
+                return scopes
+        return frozenset()
+
+    def required_for(self, call: MCPCall) -> frozenset[str]:
+        """What one JSON-RPC message needs; methods that name nothing need nothing (lists show everything)."""
+        if call.target is None:
+            return frozenset()
+        if call.method == "tools/call":
+            return self.required_for_tool(call.target)
+        if call.method == "prompts/get":
+            return self._prompts.get(call.target, frozenset())
+        if call.method == "resources/read":
+            return self.required_for_resource(call.target)
+        return frozenset()
 
     def expand(self, granted: Iterable[str]) -> frozenset[str]:
         """Everything the granted scopes amount to, following the hierarchy transitively."""

@@ -1,4 +1,4 @@
-"""A todo list per user, in SQLite: tools that read, add and delete, each behind its own scope.
+"""A todo list per user, in SQLite: tools, a resource and a prompt, each behind its own scope.
 
 Rows are keyed by (issuer, subject): ``sub`` is unique only per issuer, and a
 user never sees or deletes another user's todos. A todo that belongs to
@@ -13,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 from pydantic import Field
@@ -79,6 +80,13 @@ class TodoStore:
         assert cursor.lastrowid is not None
         return Todo(id=cursor.lastrowid, title=title, created_at=created_at)
 
+    def get(self, owner: tuple[str, str], todo_id: int) -> Todo | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT id, title, created_at FROM todos WHERE id = ? AND issuer = ? AND subject = ?", (todo_id, *owner)
+            ).fetchone()
+        return Todo(id=row[0], title=row[1], created_at=row[2]) if row else None
+
     def delete(self, owner: tuple[str, str], todo_id: int) -> bool:
         with closing(self._connect()) as db, db:
             cursor = db.execute("DELETE FROM todos WHERE id = ? AND issuer = ? AND subject = ?", (todo_id, *owner))
@@ -107,3 +115,26 @@ def register(server: ScopedServer, store: TodoStore) -> None:
         if not store.delete(current_principal().key, id):
             raise ToolError(f"no todo with id {id}")
         return DeletedTodo(deleted=id)
+
+    @server.resource(
+        "todo://{id}",
+        scopes=["todo:read"],
+        name="todo",
+        title="One of your todos",
+        description="A todo of yours by id, as JSON.",
+        mime_type="application/json",
+    )
+    def todo_resource(id: int) -> str:  # noqa: A002
+        todo = store.get(current_principal().key, id)
+        if todo is None:
+            raise ResourceNotFoundError(f"no todo with id {id}")
+        return todo.model_dump_json()
+
+    @server.prompt(scopes=["todo:read"], title="Plan my day")
+    def plan_my_day() -> str:
+        """Ask the model to order your open todos into a plan for today."""
+        todos = store.list(current_principal().key)
+        if not todos:
+            return "I have no todos today. Suggest one useful thing I could do."
+        listing = "\n".join(f"- {todo.title} (todo://{todo.id})" for todo in todos)
+        return f"Here are my todos:\n{listing}\n\nOrder them into a realistic plan for today and say why."

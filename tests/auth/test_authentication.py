@@ -209,3 +209,89 @@ def test_preflight_needs_no_token(client: FlaskClient) -> None:
     )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost"
+
+
+class TestResourcesAndPrompts:
+    @pytest.mark.parametrize("era", [MODERN, HANDSHAKE])
+    @pytest.mark.parametrize(
+        ("method", "params", "target"),
+        [
+            pytest.param("resources/read", {"uri": "todo://1"}, "todo://1", id="resource template"),
+            pytest.param("prompts/get", {"name": "plan_my_day"}, "plan_my_day", id="prompt"),
+        ],
+    )
+    def test_403_before_the_sdk(
+        self, client: FlaskClient, tokens: Tokens, era: str, method: str, params: dict[str, str], target: str
+    ) -> None:
+        headers = request_headers(method, target, era=era, token=tokens.mint("todo:write:other"))
+        response = post(client, headers, json.dumps(request_body(method, params, era=era)))
+        assert response.status_code == 403
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:read", '
+            f'scope="todo:read", resource_metadata="{METADATA}"'
+        )
+
+    @pytest.mark.parametrize("era", [MODERN, HANDSHAKE])
+    def test_allowed_reads_return_the_sdks_result(self, client: FlaskClient, tokens: Tokens, era: str) -> None:
+        token = tokens.mint("todo:read", "todo:write", sub=f"reader-{era}")
+        headers, body = call_tool("add_todo", {"title": "read me"}, era=era, token=token)
+        added = client.post("/mcp", headers=headers, data=body)
+        todo = result_of(added.content_type, added.get_data())["result"]["structuredContent"]
+        uri = f"todo://{todo['id']}"
+        read = client.post(
+            "/mcp",
+            headers=request_headers("resources/read", uri, era=era, token=token),
+            json=request_body("resources/read", {"uri": uri}, era=era),
+        )
+        contents = result_of(read.content_type, read.get_data())["result"]["contents"]
+        assert contents == [
+            {"uri": uri, "mimeType": "application/json", "text": json.dumps(todo, separators=(",", ":"))}
+        ]
+        prompt = client.post(
+            "/mcp",
+            headers=request_headers("prompts/get", "plan_my_day", era=era, token=token),
+            json=request_body("prompts/get", {"name": "plan_my_day"}, era=era),
+        )
+        messages = result_of(prompt.content_type, prompt.get_data())["result"]["messages"]
+        assert messages == [
+            {
+                "role": "user",
+                "content": {
+                    "type": "text",
+                    "text": f"Here are my todos:\n- read me ({uri})\n\n"
+                    "Order them into a realistic plan for today and say why.",
+                },
+            }
+        ]
+
+    def test_another_users_todo_is_not_found(self, client: FlaskClient, tokens: Tokens) -> None:
+        owner = tokens.mint("todo:read", "todo:write", sub="owner")
+        headers, body = call_tool("add_todo", {"title": "mine"}, token=owner)
+        added = client.post("/mcp", headers=headers, data=body)
+        todo_id = result_of(added.content_type, added.get_data())["result"]["structuredContent"]["id"]
+        uri = f"todo://{todo_id}"
+        other = tokens.mint("todo:read", sub="someone-else")
+        response = client.post(
+            "/mcp",
+            headers=request_headers("resources/read", uri, token=other),
+            json=request_body("resources/read", {"uri": uri}),
+        )
+        assert response.status_code == 400
+        assert response.get_json() == {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {"code": -32602, "message": f"no todo with id {todo_id}", "data": {"uri": uri}},
+        }
+
+    def test_lists_show_everything_to_any_token(self, client: FlaskClient, tokens: Tokens) -> None:
+        token = tokens.mint()
+        templates = client.post(
+            "/mcp",
+            headers=request_headers("resources/templates/list", token=token),
+            json=request_body("resources/templates/list"),
+        )
+        assert [t["uriTemplate"] for t in templates.get_json()["result"]["resourceTemplates"]] == ["todo://{id}"]
+        prompts = client.post(
+            "/mcp", headers=request_headers("prompts/list", token=token), json=request_body("prompts/list")
+        )
+        assert [p["name"] for p in prompts.get_json()["result"]["prompts"]] == ["plan_my_day"]

@@ -89,3 +89,26 @@ class TestToolRequirements:
         policy.require_for_tool("add_todo", ["todo:write"])
         policy.tool_requirements()["add_todo"] = frozenset()
         assert policy.required_for_tool("add_todo") == frozenset({"todo:write"})
+
+
+class TestResourceAndPromptRequirements:
+    def test_concrete_uri_then_templates_in_order(self) -> None:
+        from app.mcp_request import MCPCall
+
+        policy = ScopePolicy()
+        policy.require_for_resource("todo://{id}", ["todo:read"])
+        policy.require_for_resource("todo://all", ["todo:admin"])
+        policy.require_for_resource("note://{folder}/{name}", ["notes:read"])
+        policy.require_for_prompt("plan", ["todo:read"])
+        assert policy.required_for(MCPCall("resources/read", "todo://all")) == {"todo:admin"}
+        assert policy.required_for(MCPCall("resources/read", "todo://7")) == {"todo:read"}
+        assert policy.required_for(MCPCall("resources/read", "note://a/b")) == {"notes:read"}
+        assert policy.required_for(MCPCall("resources/read", "other://x")) == frozenset()
+        assert policy.required_for(MCPCall("prompts/get", "plan")) == {"todo:read"}
+        assert policy.required_for(MCPCall("prompts/get", "unknown")) == frozenset()
+        assert policy.required_for(MCPCall("resources/list")) == frozenset()
+        assert policy.resource_requirements() == {
+            "todo://all": {"todo:admin"},
+            "todo://{id}": {"todo:read"},
+            "note://{folder}/{name}": {"notes:read"},
+        }

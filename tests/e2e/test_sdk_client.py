@@ -145,3 +145,25 @@ def test_the_logs_never_contain_a_token(gunicorn_server: RunningServer) -> None:
     assert re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.", log) is None
     assert "Bearer " not in log
     assert json.dumps(log)  # readable text
+
+
+@ERAS
+async def test_resources_and_prompts(gunicorn_server: RunningServer, era: str) -> None:
+    token = gunicorn_server.token("todo:read", "todo:write", sub=f"res-{era}")
+    async with connect(gunicorn_server.url, token, era=era) as client:
+        todo = (await client.call_tool("add_todo", {"title": "water plants"})).structured_content
+        templates = await client.list_resource_templates()
+        assert [t.uri_template for t in templates.resource_templates] == ["todo://{id}"]
+        read = await client.read_resource(f"todo://{todo['id']}")
+        assert json.loads(read.contents[0].text) == todo
+        prompt = await client.get_prompt("plan_my_day")
+    assert prompt.messages[0].content.text.startswith(f"Here are my todos:\n- water plants (todo://{todo['id']})")
+
+
+@ERAS
+async def test_resource_without_scope_is_refused(gunicorn_server: RunningServer, era: str) -> None:
+    async with connect(gunicorn_server.url, gunicorn_server.token(sub=f"noscope-{era}"), era=era) as client:
+        with pytest.raises(MCPError):
+            await client.read_resource("todo://1")
+        with pytest.raises(MCPError):
+            await client.get_prompt("plan_my_day")
