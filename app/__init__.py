@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 
 from flask import Flask
 from flask_cors import CORS
@@ -79,8 +80,15 @@ def _configure_logging() -> None:
         werkzeug_logger.addFilter(RedactQueryStrings())
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the application; without ``settings`` they are read from the environment."""
+ToolRegistration = Callable[[ScopedServer, str], None]
+
+
+def create_app(settings: Settings | None = None, *, register_tools: ToolRegistration = register_all) -> Flask:
+    """Build the application; without ``settings`` they are read from the environment.
+
+    ``register_tools(server, database)`` defines the tools, resources and prompts
+    (the examples by default); test fixtures pass their own.
+    """
     settings = settings if settings is not None else Settings.from_env()
     _configure_logging()
     app = Flask(__name__, instance_path=settings.instance_path)
@@ -107,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     database = settings.database or os.path.join(app.instance_path, "todos.sqlite3")
     # Stateless, every request has an event loop of its own and a sync tool can run in the request's
     # thread; stateful, one loop serves every session and sync tools must not block it.
-    register_all(ScopedServer(server, policy, sync_in_request_thread=not settings.stateful), database=database)
+    register_tools(ScopedServer(server, policy, sync_in_request_thread=not settings.stateful), database)
 
     errors.init_app(app)
     transport_security.init_app(app, settings)

@@ -65,5 +65,5 @@ server = MCPServer(
     token_verifier=JWTVerifier(),
     auth=AuthSettings(issuer_url=ISSUER, resource_server_url=AUDIENCE, validate_token_resource=False),
 )
-register_all(ScopedServer(server, ScopePolicy(), sync_in_request_thread=False), database=os.environ["BENCH_DATABASE"])
+register_all(ScopedServer(server, ScopePolicy(), sync_in_request_thread=False), os.environ["BENCH_DATABASE"])
 app = server.streamable_http_app(stateless_http=True)

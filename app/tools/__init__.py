@@ -8,7 +8,7 @@ from app.tools import identity
 from app.tools import todos
 
 
-def register_all(server: ScopedServer, *, database: str) -> None:
+def register_all(server: ScopedServer, database: str) -> None:
     identity.register(server)
     todos.register(server, todos.TodoStore(database))
     counting.register(server)
