@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flask import Flask
 from flask_cors import CORS
 
+from app import audit
 from app import cli
 from app import dev_issuer
 from app import errors
@@ -75,6 +76,13 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     # The SDK logs every stateless exchange at INFO; keep its warnings and errors.
     logging.getLogger("mcp").setLevel(logging.WARNING)
+    # One pure JSON object per line, whatever the format of the other logs.
+    if not audit.audit_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.audit_logger.addHandler(handler)
+        audit.audit_logger.setLevel(logging.INFO)
+        audit.audit_logger.propagate = False
     werkzeug_logger = logging.getLogger("werkzeug")
     if not any(isinstance(f, RedactQueryStrings) for f in werkzeug_logger.filters):
         werkzeug_logger.addFilter(RedactQueryStrings())
@@ -118,6 +126,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     register_tools(ScopedServer(server, policy, sync_in_request_thread=not settings.stateful), database)
 
     errors.init_app(app)
+    audit.init_app(app, enabled=settings.audit_log)
     transport_security.init_app(app, settings)
     init_auth(
         app,

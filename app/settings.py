@@ -58,6 +58,7 @@ class Settings:
     scope_hierarchy: Mapping[str, frozenset[str]] = field(default_factory=dict)
     json_response: bool = False
     stateful: bool = False
+    audit_log: bool = True
     trusted_proxies: int = 0
     workers: int = 1
     instance_path: str | None = None
@@ -188,6 +189,7 @@ class Settings:
             scope_hierarchy=_scope_hierarchy(env.get("MCP_SCOPE_HIERARCHY", DEFAULT_SCOPE_HIERARCHY)),
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
+            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
@@ -288,9 +290,11 @@ def _absolute_path(env: Mapping[str, str], variable: str) -> str | None:
     return value or None
 
 
-def _boolean(env: Mapping[str, str], variable: str) -> bool:
+def _boolean(env: Mapping[str, str], variable: str, *, default: bool = False) -> bool:
     value = env.get(variable, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if not value:
+        return default
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True

@@ -347,6 +347,7 @@ def main() -> None:
             "MCP_STATE_SECRET": STATE_SECRET,
             "MCP_INSTANCE_PATH": str(folder / "instance"),
             "MCP_ACCESS_LOG": "off",
+            "MCP_AUDIT_LOG": "off",
             "MCP_LOG_LEVEL": "warning",
         }
         starters = {

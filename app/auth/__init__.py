@@ -83,6 +83,7 @@ class BearerAuthentication:
                 g.mcp_user = authenticated_user(principal.to_access_token(token, self.resource_url))
                 self._check_scopes(principal)
         except BearerError as error:
+            g.auth_error = error
             self._log_refusal(error)
             return self.challenger.response(error)
         except KeysUnavailable as error:
