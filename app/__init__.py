@@ -20,6 +20,7 @@ from app import dev_issuer
 from app import errors
 from app import health
 from app import protected_resource
+from app import rate_limits
 from app import transport_security
 from app.auth import BearerAuthentication
 from app.auth import init_app as init_auth
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     errors.init_app(app)
     audit.init_app(app, enabled=settings.audit_log)
     transport_security.init_app(app, settings)
+    limits = rate_limits.RateLimits.from_settings(settings)
     init_auth(
         app,
         BearerAuthentication(
@@ -141,8 +143,11 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
             challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
             scopes=policy,
             resource_url=settings.resource_url,
+            throttle=limits.throttle if limits else None,
         ),
     )
+    if limits is not None:
+        limits.init_app(app)  # after authentication: its key is the verified caller
     protected_resource.init_app(app, settings)
     health.init_app(app, keys)
     if issuer is not None:

@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
@@ -59,6 +60,9 @@ class Settings:
     json_response: bool = False
     stateful: bool = False
     audit_log: bool = True
+    rate_limit: str | None = "600/minute"
+    rate_limit_failed_auth: str = "60/minute"
+    rate_limit_storage: str = "memory://"
     trusted_proxies: int = 0
     workers: int = 1
     instance_path: str | None = None
@@ -190,6 +194,9 @@ class Settings:
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
+            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
+            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", "60/minute") or "60/minute",
+            rate_limit_storage=_rate_limit_storage(env),
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
@@ -281,6 +288,28 @@ def _origin_value(variable: str, origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
         raise SettingsError(variable, f"{origin!r} is not an origin like https://app.example.com")
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_off: bool = False) -> str | None:
+    """A Flask-Limiter limit string such as ``120/minute;2000/hour``; ``off`` disables where allowed."""
+    value = env.get(variable, "").strip() or default
+    if allow_off and value.lower() in ("off", "0"):
+        return None
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if not items:
+        raise SettingsError(variable, f"{value!r} is not a rate limit like '120/minute;2000/hour'")
+    return value
+
+
+def _rate_limit_storage(env: Mapping[str, str]) -> str:
+    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or "memory://"
+    scheme = value.partition("://")[0]
+    if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey", "valkeys"):
+        raise SettingsError("MCP_RATE_LIMIT_STORAGE", f"must be memory:// or a redis:// URL, not {value!r}")
+    return value
 
 
 def _absolute_path(env: Mapping[str, str], variable: str) -> str | None:

@@ -35,6 +35,7 @@ from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
+from app.rate_limits import FailedAuthenticationThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ class BearerAuthentication:
         challenger: Challenger,
         scopes: ScopePolicy,
         resource_url: str,
+        throttle: FailedAuthenticationThrottle | None = None,
         mcp_endpoint: str = "mcp",
     ) -> None:
         self.validator = validator
         self.challenger = challenger
         self.scopes = scopes
         self.resource_url = resource_url
+        self.throttle = throttle
         self.mcp_endpoint = mcp_endpoint
 
     def authenticate(self) -> Response | None:
@@ -85,6 +88,10 @@ class BearerAuthentication:
         except BearerError as error:
             g.auth_error = error
             self._log_refusal(error)
+            if self.throttle is not None and error.status_code != 403:
+                retry_after = self.throttle.refuse(request.remote_addr)
+                if retry_after is not None:
+                    return self.throttle.response(retry_after)
             return self.challenger.response(error)
         except KeysUnavailable as error:
             logger.error("refusing a request: no signing keys are loaded")

@@ -1,0 +1,102 @@
+"""Rate limits: per verified caller, and per address for refused credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app import stop_worker
+from app.settings import Settings
+from app.settings import SettingsError
+from tests.conftest import RESOURCE
+from tests.support.issuer import MockIssuer
+from tests.support.jsonrpc import request_body
+from tests.support.jsonrpc import request_headers
+
+LIST = request_body("tools/list")
+
+
+def limited_app(issuer: MockIssuer, tmp_path: Path, **env: str) -> Flask:
+    settings = Settings.from_mapping(
+        {"MCP_RESOURCE_URL": RESOURCE, "MCP_ISSUER": issuer.issuer, "MCP_INSTANCE_PATH": str(tmp_path), **env}
+    )
+    return create_app(settings)
+
+
+def post(app: Flask, token: str | None, address: str = "10.0.0.1"):  # type: ignore[no-untyped-def]
+    response = app.test_client().post(
+        "/mcp", headers=request_headers("tools/list", token=token), json=LIST, environ_base={"REMOTE_ADDR": address}
+    )
+    response.close()
+    return response
+
+
+def test_each_caller_has_their_own_limit(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT="3/minute")
+    alice, bob = issuer.mint(RESOURCE, sub="alice"), issuer.mint(RESOURCE, sub="bob")
+    assert [post(app, alice).status_code for _ in range(3)] == [200, 200, 200]
+    refused = post(app, alice)
+    assert refused.status_code == 429
+    assert refused.get_json() == {"error": "too_many_requests", "error_description": "3 per 1 minute"}
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Limit"] == "3"
+    # Another user, even from the same address, is not held back; nor is a new token of alice's.
+    assert post(app, bob).status_code == 200
+    assert post(app, issuer.mint(RESOURCE, sub="alice")).status_code == 429
+    stop_worker(app)
+
+
+def test_refused_credentials_are_counted_per_address(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT_FAILED_AUTH="2/minute")
+    guesses = [post(app, "not-a-real-token"), post(app, None), post(app, "another-guess")]
+    assert [r.status_code for r in guesses] == [401, 401, 429]
+    assert guesses[2].get_json() == {
+        "error": "too_many_requests",
+        "error_description": "Too many refused credentials from this address; retry later",
+    }
+    assert 0 < int(guesses[2].headers["Retry-After"]) <= 61
+    assert "WWW-Authenticate" not in guesses[2].headers
+    # A valid token from the same address still works; another address may still fail normally.
+    assert post(app, issuer.mint(RESOURCE)).status_code == 200
+    assert post(app, "guess", address="10.0.0.2").status_code == 401
+    stop_worker(app)
+
+
+def test_public_documents_are_not_limited(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT="1/minute", MCP_RATE_LIMIT_FAILED_AUTH="1/minute")
+    client = app.test_client()
+    assert {client.get("/.well-known/oauth-protected-resource/mcp").status_code for _ in range(5)} == {200}
+    assert {client.get("/healthz").status_code for _ in range(5)} == {200}
+    stop_worker(app)
+
+
+def test_off(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT="off")
+    assert "mcp_rate_limits" not in app.extensions
+    assert [post(app, "guess").status_code for _ in range(70)] == [401] * 70
+    stop_worker(app)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MCP_RATE_LIMIT", "lots", "MCP_RATE_LIMIT: 'lots' is not a rate limit like '120/minute;2000/hour'"),
+        (
+            "MCP_RATE_LIMIT_FAILED_AUTH",
+            "off",
+            "MCP_RATE_LIMIT_FAILED_AUTH: 'off' is not a rate limit like '120/minute;2000/hour'",
+        ),
+        (
+            "MCP_RATE_LIMIT_STORAGE",
+            "mongodb://x",
+            "MCP_RATE_LIMIT_STORAGE: must be memory:// or a redis:// URL, not 'mongodb://x'",
+        ),
+    ],
+)
+def test_settings(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_mapping({"MCP_DEV": "1", variable: value})
+    assert str(caught.value) == message
