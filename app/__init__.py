@@ -25,12 +25,14 @@ from app import transport_security
 from app.auth import BearerAuthentication
 from app.auth import init_app as init_auth
 from app.auth.challenges import Challenger
+from app.auth.introspection import TokenIntrospection
 from app.auth.jwks import KeySource
 from app.auth.jwks import KeyStore
 from app.auth.jwks import RemoteJWKS
 from app.auth.jwks import StaticJWKS
 from app.auth.jwt_access_token import JWTAccessTokenValidator
 from app.auth.scopes import ScopePolicy
+from app.auth.token_verification import TokenVerifier
 from app.bridge import MAX_BODY_BYTES
 from app.bridge import init_app as init_bridge
 from app.mcp_server import ScopedServer
@@ -104,19 +106,16 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
 
     issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
-    key_source: KeySource
     if issuer is not None:
         logger.warning(
             "DEVELOPMENT MODE (MCP_DEV=1): this server issues its own tokens; never expose it. "
             "Get a token with: flask --app wsgi mcp token --sub alice --scope 'todo:read todo:write'"
         )
-        key_source = StaticJWKS(issuer.jwks())
         state_secret = settings.state_secret or issuer.state_secret
     else:
-        key_source = RemoteJWKS(settings.issuer, settings.jwks_uri)
         state_secret = settings.state_secret
-    keys = KeyStore(key_source, ttl=settings.jwks_ttl, refetch_cooldown=settings.jwks_refetch_cooldown)
-    app.extensions["mcp_keys"] = keys
+    verifier = _token_verifier(settings, issuer)
+    app.extensions["mcp_keys"] = verifier.key_stores
     app.extensions["mcp_settings"] = settings
 
     policy = ScopePolicy(settings.scope_hierarchy)
@@ -133,13 +132,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     init_auth(
         app,
         BearerAuthentication(
-            validator=JWTAccessTokenValidator(
-                issuer=settings.issuer,
-                audiences=settings.audiences,
-                keys=keys,
-                profile=settings.token_profile,
-                leeway=settings.clock_leeway,
-            ),
+            verifier=verifier,
             challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
             scopes=policy,
             resource_url=settings.resource_url,
@@ -149,7 +142,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     if limits is not None:
         limits.init_app(app)  # after authentication: its key is the verified caller
     protected_resource.init_app(app, settings)
-    health.init_app(app, keys)
+    health.init_app(app, verifier.key_stores)
     if issuer is not None:
         dev_issuer.init_app(app, issuer)
     init_bridge(app, server, settings)
@@ -174,10 +167,46 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     return app
 
 
+def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> TokenVerifier:
+    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured."""
+    validators, stores = [], []
+    for config in settings.issuers:
+        source: KeySource = (
+            StaticJWKS(issuer.jwks()) if issuer is not None else RemoteJWKS(config.issuer, config.jwks_uri)
+        )
+        keys = KeyStore(source, ttl=settings.jwks_ttl, refetch_cooldown=settings.jwks_refetch_cooldown)
+        stores.append(keys)
+        validators.append(
+            JWTAccessTokenValidator(
+                issuer=config.issuer,
+                audiences=config.audiences,
+                keys=keys,
+                profile=settings.token_profile,
+                leeway=settings.clock_leeway,
+                scope_claims=settings.scope_claims,
+            )
+        )
+    introspection = None
+    if settings.introspection_url:
+        assert settings.introspection_client_id and settings.introspection_client_secret
+        introspection = TokenIntrospection(
+            url=settings.introspection_url,
+            client_id=settings.introspection_client_id,
+            client_secret=settings.introspection_client_secret,
+            issuers=[config.issuer for config in settings.issuers],
+            audiences=sorted({a for config in settings.issuers for a in config.audiences}),
+            leeway=settings.clock_leeway,
+            scope_claims=settings.scope_claims,
+            retry_after=settings.jwks_refetch_cooldown,
+        )
+    return TokenVerifier(validators, keys=stores, introspection=introspection)
+
+
 def start_worker(app: Flask) -> None:
     """Get a freshly forked worker ready: an event loop for the bridge, the signing keys loaded."""
     app.extensions["mcp_bridge"].start_worker()
-    app.extensions["mcp_keys"].ensure_loaded()
+    for keys in app.extensions["mcp_keys"]:
+        keys.ensure_loaded()
 
 
 def stop_worker(app: Flask) -> None:

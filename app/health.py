@@ -8,6 +8,8 @@ when it has none.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import Blueprint
 from flask import Flask
 from flask import Response
@@ -17,7 +19,7 @@ from app.auth import public
 from app.auth.jwks import KeyStore
 
 
-def init_app(app: Flask, keys: KeyStore) -> None:
+def init_app(app: Flask, key_stores: Sequence[KeyStore]) -> None:
     blueprint = Blueprint("health", __name__)
 
     @blueprint.get("/healthz")
@@ -30,9 +32,11 @@ def init_app(app: Flask, keys: KeyStore) -> None:
     @blueprint.get("/readyz")
     @public
     def readyz() -> tuple[Response, int]:
-        status = keys.ensure_loaded()
-        ready = status != "missing"
-        response = jsonify(status="ready" if ready else "unavailable", signing_keys=status)
+        statuses = [keys.ensure_loaded() for keys in key_stores]
+        # Ready while tokens of at least one issuer can be verified (with no issuer, introspection alone).
+        ready = not statuses or any(status != "missing" for status in statuses)
+        summary = "fresh" if statuses and all(s == "fresh" for s in statuses) else "stale" if ready else "missing"
+        response = jsonify(status="ready" if ready else "unavailable", signing_keys=summary if statuses else "none")
         response.headers["Cache-Control"] = "no-store"
         return response, 200 if ready else 503
 

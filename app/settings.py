@@ -9,6 +9,7 @@ so the process can stop with that line instead of a stack trace.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,15 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 TokenProfile = Literal["jwt", "rfc9068"]
 
 
+@dataclass(frozen=True)
+class IssuerConfig:
+    """One trusted issuer: its keys (discovered when ``jwks_uri`` is None) and the audiences it may name."""
+
+    issuer: str
+    jwks_uri: str | None
+    audiences: tuple[str, ...]
+
+
 class SettingsError(ValueError):
     """A configuration problem, reported as ``VARIABLE: what is wrong``."""
 
@@ -45,6 +55,7 @@ class Settings:
     issuer: str
     jwks_uri: str | None = None
     audiences: tuple[str, ...] = ()
+    issuers: tuple[IssuerConfig, ...] = ()
     authorization_servers: tuple[str, ...] = ()
     scopes_supported: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
@@ -63,6 +74,10 @@ class Settings:
     rate_limit: str | None = "600/minute"
     rate_limit_failed_auth: str = "60/minute"
     rate_limit_storage: str = "memory://"
+    scope_claims: tuple[str, ...] = ("scope", "scp", "permissions")
+    introspection_url: str | None = None
+    introspection_client_id: str | None = None
+    introspection_client_secret: str | None = None
     trusted_proxies: int = 0
     workers: int = 1
     instance_path: str | None = None
@@ -122,6 +137,7 @@ class Settings:
                     f"{_origin(resource_url)}{DEV_ISSUER_PATH}",
                 )
             issuer = _origin(resource_url) + DEV_ISSUER_PATH
+            issuers = ()
         else:
             if not resource_url:
                 raise SettingsError(
@@ -130,23 +146,19 @@ class Settings:
                     "(or set MCP_DEV=1 for local development)",
                 )
             _check_url("MCP_RESOURCE_URL", resource_url)
-            issuer = get("MCP_ISSUER")
-            if not issuer:
-                raise SettingsError(
-                    "MCP_ISSUER",
-                    "required: the issuer URL of your authorization server, exactly as it appears "
-                    "in the tokens' iss claim (or set MCP_DEV=1 for local development)",
-                )
-            _check_url("MCP_ISSUER", issuer)
+            issuers = _issuers(env, resource_url)
+            issuer = issuers[0].issuer
         if urlsplit(resource_url).query or "#" in resource_url:
             raise SettingsError("MCP_RESOURCE_URL", "must not carry a query or a fragment (RFC 8707 section 2)")
 
-        jwks_uri = get("MCP_JWKS_URI") or None
-        if jwks_uri:
-            _check_url("MCP_JWKS_URI", jwks_uri)
-
-        audiences = _url_list(env, "MCP_AUDIENCE", allow_non_url=True) or (resource_url,)
-        authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or (issuer,)
+        if dev:
+            issuers = (IssuerConfig(issuer, None, _audiences(env, resource_url)),)
+        jwks_uri = issuers[0].jwks_uri
+        audiences = issuers[0].audiences
+        default_servers: tuple[str, ...] = tuple(i.issuer for i in issuers)
+        if get("SCALEKIT_RESOURCE_ID") and not get("MCP_ISSUER"):
+            default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
+        authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
         if "offline_access" in scopes_supported:
             # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
@@ -179,6 +191,7 @@ class Settings:
             issuer=issuer,
             jwks_uri=jwks_uri,
             audiences=audiences,
+            issuers=issuers,
             authorization_servers=authorization_servers,
             scopes_supported=scopes_supported,
             allowed_origins=allowed_origins,
@@ -197,10 +210,94 @@ class Settings:
             rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
             rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", "60/minute") or "60/minute",
             rate_limit_storage=_rate_limit_storage(env),
+            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split())
+            or ("scope", "scp", "permissions"),
+            **_introspection(env),
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
         )
+
+
+def _audiences(env: Mapping[str, str], resource_url: str) -> tuple[str, ...]:
+    return _url_list(env, "MCP_AUDIENCE", allow_non_url=True) or (resource_url,)
+
+
+def _issuers(env: Mapping[str, str], resource_url: str) -> tuple[IssuerConfig, ...]:
+    """The trusted issuers: MCP_ISSUERS (JSON), MCP_ISSUER (a comma list), or the Scalekit preset."""
+    as_json = env.get("MCP_ISSUERS", "").strip()
+    listed = _list(env, "MCP_ISSUER")
+    scalekit = env.get("SCALEKIT_ENVIRONMENT_URL", "").strip()
+    if as_json:
+        if listed:
+            raise SettingsError("MCP_ISSUERS", "set either MCP_ISSUERS or MCP_ISSUER, not both")
+        return _issuers_from_json(as_json)
+    if not listed and scalekit:
+        return (_scalekit_issuer(env, scalekit, resource_url),)
+    if not listed:
+        raise SettingsError(
+            "MCP_ISSUER",
+            "required: the issuer URL of your authorization server, exactly as it appears "
+            "in the tokens' iss claim (or set MCP_DEV=1 for local development)",
+        )
+    for issuer in listed:
+        _check_url("MCP_ISSUER", issuer)
+    jwks_uris = [uri.strip() for uri in env.get("MCP_JWKS_URI", "").split(",")] if env.get("MCP_JWKS_URI") else []
+    if jwks_uris and len(jwks_uris) != len(listed):
+        raise SettingsError(
+            "MCP_JWKS_URI",
+            f"lists {len(jwks_uris)} URLs for {len(listed)} issuers: give one per issuer, in the same order "
+            "(leave an entry empty to discover it)",
+        )
+    for uri in jwks_uris:
+        if uri:
+            _check_url("MCP_JWKS_URI", uri)
+    audiences = _audiences(env, resource_url)
+    return tuple(
+        IssuerConfig(issuer, (jwks_uris[n] or None) if jwks_uris else None, audiences)
+        for n, issuer in enumerate(listed)
+    )
+
+
+def _issuers_from_json(value: str) -> tuple[IssuerConfig, ...]:
+    try:
+        entries = json.loads(value)
+    except ValueError:
+        raise SettingsError("MCP_ISSUERS", "is not valid JSON") from None
+    if not isinstance(entries, list) or not entries:
+        raise SettingsError("MCP_ISSUERS", 'must be a JSON list like [{"issuer": "https://...", "audience": "..."}]')
+    issuers = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
+            raise SettingsError("MCP_ISSUERS", 'every entry needs an "issuer" string')
+        unknown = set(entry) - {"issuer", "jwks_uri", "audience"}
+        if unknown:
+            raise SettingsError("MCP_ISSUERS", f"unknown field(s) {sorted(unknown)} in the entry for {entry['issuer']}")
+        _check_url("MCP_ISSUERS", entry["issuer"])
+        jwks_uri = entry.get("jwks_uri")
+        if jwks_uri is not None:
+            if not isinstance(jwks_uri, str):
+                raise SettingsError("MCP_ISSUERS", f'"jwks_uri" of {entry["issuer"]} must be a string')
+            _check_url("MCP_ISSUERS", jwks_uri)
+        audience = entry.get("audience")
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or not audiences or not all(isinstance(a, str) and a for a in audiences):
+            raise SettingsError("MCP_ISSUERS", f'"audience" of {entry["issuer"]} must be a string or a list of them')
+        issuers.append(IssuerConfig(entry["issuer"], jwks_uri, tuple(audiences)))
+    return tuple(issuers)
+
+
+def _scalekit_issuer(env: Mapping[str, str], environment_url: str, resource_url: str) -> IssuerConfig:
+    """Scalekit: tokens are issued by the environment, signed with its /keys, for the resource ID."""
+    _check_url("SCALEKIT_ENVIRONMENT_URL", environment_url)
+    resource_id = env.get("SCALEKIT_RESOURCE_ID", "").strip()
+    if not resource_id:
+        raise SettingsError(
+            "SCALEKIT_RESOURCE_ID", "required with SCALEKIT_ENVIRONMENT_URL: the MCP server's res_... ID"
+        )
+    issuer = environment_url.rstrip("/")
+    audiences = _url_list(env, "MCP_AUDIENCE", allow_non_url=True) or (resource_id, resource_url)
+    return IssuerConfig(issuer, env.get("MCP_JWKS_URI", "").strip() or f"{issuer}/keys", audiences)
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -288,6 +385,26 @@ def _origin_value(variable: str, origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
         raise SettingsError(variable, f"{origin!r} is not an origin like https://app.example.com")
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _introspection(env: Mapping[str, str]) -> dict[str, str | None]:
+    url = env.get("MCP_INTROSPECTION_URL", "").strip()
+    if not url:
+        return {}
+    _check_url("MCP_INTROSPECTION_URL", url)
+    client_id = env.get("MCP_INTROSPECTION_CLIENT_ID", "").strip()
+    client_secret = env.get("MCP_INTROSPECTION_CLIENT_SECRET", "").strip()
+    for variable, value in (
+        ("MCP_INTROSPECTION_CLIENT_ID", client_id),
+        ("MCP_INTROSPECTION_CLIENT_SECRET", client_secret),
+    ):
+        if not value:
+            raise SettingsError(variable, "required with MCP_INTROSPECTION_URL: the server's own client credentials")
+    return {
+        "introspection_url": url,
+        "introspection_client_id": client_id,
+        "introspection_client_secret": client_secret,
+    }
 
 
 def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_off: bool = False) -> str | None:

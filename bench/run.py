@@ -237,7 +237,7 @@ def auth_cost_us(issuer: MockIssuer, folder: Path) -> dict[str, float]:
     )
     app = create_app(settings)
     authentication = app.extensions["mcp_auth"]
-    validator = authentication.validator
+    validator = authentication.verifier
     token = issuer.mint(AUDIENCE, scopes=["todo:read"])
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import DEV_RESOURCE_URL
+from app.settings import IssuerConfig
 from app.settings import Settings
 from app.settings import SettingsError
 from app.settings import is_loopback_host
@@ -56,6 +57,7 @@ class TestProductionDefaults:
             issuer=ISSUER,
             jwks_uri=None,
             audiences=(RESOURCE,),
+            issuers=(IssuerConfig(ISSUER, None, (RESOURCE,)),),
             authorization_servers=(ISSUER,),
             scopes_supported=(),
             allowed_origins=(),
@@ -101,6 +103,11 @@ class TestProductionDefaults:
             issuer=ISSUER,
             jwks_uri="https://login.example.com/tenant/keys",
             audiences=("https://mcp.example.com/api/mcp", "api://mcp"),
+            issuers=(
+                IssuerConfig(
+                    ISSUER, "https://login.example.com/tenant/keys", ("https://mcp.example.com/api/mcp", "api://mcp")
+                ),
+            ),
             authorization_servers=("https://a.example.com", "https://b.example.com/t"),
             scopes_supported=("todo:read", "todo:write"),
             allowed_origins=("https://app.example.com", "http://localhost:3000"),
@@ -356,6 +363,7 @@ class TestDevelopmentMode:
             resource_url="http://127.0.0.1:5000/mcp",
             issuer=DEV_ISSUER,
             audiences=("http://127.0.0.1:5000/mcp",),
+            issuers=(IssuerConfig(DEV_ISSUER, None, ("http://127.0.0.1:5000/mcp",)),),
             authorization_servers=(DEV_ISSUER,),
             dev=True,
             scope_hierarchy=DEFAULT_HIERARCHY,
@@ -680,4 +688,101 @@ class TestStateful:
         assert caught.value.variable == "MCP_STATEFUL"
         assert str(caught.value) == (
             "MCP_STATEFUL: stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not 2"
+        )
+
+
+class TestSeveralIssuers:
+    def test_a_comma_list_shares_the_audiences_and_aligns_the_key_urls(self) -> None:
+        settings = Settings.from_mapping(
+            production(
+                MCP_ISSUER="https://a.example.com, https://b.example.com/t",
+                MCP_JWKS_URI="https://a.example.com/keys,",
+                MCP_AUDIENCE="api://x",
+            )
+        )
+        assert settings.issuers == (
+            IssuerConfig("https://a.example.com", "https://a.example.com/keys", ("api://x",)),
+            IssuerConfig("https://b.example.com/t", None, ("api://x",)),
+        )
+        assert settings.authorization_servers == ("https://a.example.com", "https://b.example.com/t")
+
+    def test_json_gives_each_issuer_its_own_audiences(self) -> None:
+        issuers = (
+            '[{"issuer": "https://login.microsoftonline.com/t1/v2.0", "audience": "api://guid"},'
+            ' {"issuer": "https://tenant.auth0.com/", "audience": ["https://mcp.example.com/mcp"],'
+            ' "jwks_uri": "https://tenant.auth0.com/.well-known/jwks.json"}]'
+        )
+        env = {k: v for k, v in production(MCP_ISSUERS=issuers).items() if k != "MCP_ISSUER"}
+        assert Settings.from_mapping(env).issuers == (
+            IssuerConfig("https://login.microsoftonline.com/t1/v2.0", None, ("api://guid",)),
+            IssuerConfig(
+                "https://tenant.auth0.com/",
+                "https://tenant.auth0.com/.well-known/jwks.json",
+                ("https://mcp.example.com/mcp",),
+            ),
+        )
+
+    @pytest.mark.parametrize(
+        ("env", "variable", "problem"),
+        [
+            pytest.param(
+                {"MCP_ISSUERS": "[]"},
+                "MCP_ISSUERS",
+                'must be a JSON list like [{"issuer": "https://...", "audience": "..."}]',
+                id="empty",
+            ),
+            pytest.param({"MCP_ISSUERS": "{nope"}, "MCP_ISSUERS", "is not valid JSON", id="not json"),
+            pytest.param(
+                {"MCP_ISSUERS": '[{"issuer": "https://a.example.com"}]'},
+                "MCP_ISSUERS",
+                '"audience" of https://a.example.com must be a string or a list of them',
+                id="no audience",
+            ),
+            pytest.param(
+                {"MCP_ISSUERS": '[{"issuer": "https://a.example.com", "audience": "x", "aud": 1}]'},
+                "MCP_ISSUERS",
+                "unknown field(s) ['aud'] in the entry for https://a.example.com",
+                id="unknown field",
+            ),
+        ],
+    )
+    def test_bad_json(self, env: dict[str, str], variable: str, problem: str) -> None:
+        full = {k: v for k, v in production(**env).items() if k != "MCP_ISSUER"}
+        assert_refused(refusal(full), variable, problem)
+
+    def test_not_both(self) -> None:
+        assert_refused(
+            refusal(production(MCP_ISSUERS='[{"issuer": "https://a.example.com", "audience": "x"}]')),
+            "MCP_ISSUERS",
+            "set either MCP_ISSUERS or MCP_ISSUER, not both",
+        )
+
+    def test_key_urls_must_align(self) -> None:
+        assert_refused(
+            refusal(production(MCP_ISSUER="https://a.example.com,https://b.example.com", MCP_JWKS_URI="https://k")),
+            "MCP_JWKS_URI",
+            "lists 1 URLs for 2 issuers: give one per issuer, in the same order (leave an entry empty to discover it)",
+        )
+
+
+class TestScalekitPreset:
+    def test_environment_and_resource_id_derive_everything(self) -> None:
+        env = {
+            "MCP_RESOURCE_URL": RESOURCE,
+            "SCALEKIT_ENVIRONMENT_URL": "https://acme.scalekit.com/",
+            "SCALEKIT_RESOURCE_ID": "res_123",
+        }
+        settings = Settings.from_mapping(env)
+        assert settings.issuers == (
+            IssuerConfig("https://acme.scalekit.com", "https://acme.scalekit.com/keys", ("res_123", RESOURCE)),
+        )
+        assert settings.issuer == "https://acme.scalekit.com"
+        assert settings.authorization_servers == ("https://acme.scalekit.com/resources/res_123",)
+
+    def test_the_resource_id_is_required(self) -> None:
+        env = {"MCP_RESOURCE_URL": RESOURCE, "SCALEKIT_ENVIRONMENT_URL": "https://acme.scalekit.com"}
+        assert_refused(
+            refusal(env),
+            "SCALEKIT_RESOURCE_ID",
+            "required with SCALEKIT_ENVIRONMENT_URL: the MCP server's res_... ID",
         )

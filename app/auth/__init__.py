@@ -30,9 +30,9 @@ from app.auth.challenges import Challenger
 from app.auth.challenges import InsufficientScope
 from app.auth.challenges import KeysUnavailable
 from app.auth.challenges import MissingToken
-from app.auth.jwt_access_token import JWTAccessTokenValidator
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
+from app.auth.token_verification import TokenVerifier
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
 from app.rate_limits import FailedAuthenticationThrottle
@@ -55,14 +55,14 @@ class BearerAuthentication:
     def __init__(
         self,
         *,
-        validator: JWTAccessTokenValidator,
+        verifier: TokenVerifier,
         challenger: Challenger,
         scopes: ScopePolicy,
         resource_url: str,
         throttle: FailedAuthenticationThrottle | None = None,
         mcp_endpoint: str = "mcp",
     ) -> None:
-        self.validator = validator
+        self.verifier = verifier
         self.challenger = challenger
         self.scopes = scopes
         self.resource_url = resource_url
@@ -79,7 +79,7 @@ class BearerAuthentication:
             token = extract_bearer_token(request.headers.get("Authorization"))
             if token is None:
                 raise MissingToken("An access token is required")
-            principal = self.validator.validate(token)
+            principal = self.verifier.validate(token)
             g.principal = principal
             g.claims = principal.claims
             if request.endpoint == self.mcp_endpoint:

@@ -42,6 +42,7 @@ from joserfc.jws import JWSRegistry
 
 from app.auth.challenges import InvalidToken
 from app.auth.jwks import KeyStore
+from app.auth.principal import DEFAULT_SCOPE_CLAIMS
 from app.auth.principal import Principal
 
 # RFC 9068 section 4: the resource server MUST reject any JWT whose alg is "none";
@@ -96,9 +97,11 @@ class JWTAccessTokenValidator:
         keys: KeyStore,
         profile: str = "jwt",
         leeway: int = 30,
+        scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
+        self._scope_claims = scope_claims
         self._audiences = frozenset(normalize_audience(a) for a in audiences)
         self._keys = keys
         self._strict = profile == "rfc9068"
@@ -189,4 +192,4 @@ class JWTAccessTokenValidator:
             raise InvalidToken("The access token was not issued for this resource")
         if self._strict and not isinstance(claims.get("client_id"), str):
             raise InvalidToken("The access token has an invalid client_id claim")
-        return Principal.from_claims(claims)
+        return Principal.from_claims(claims, self._scope_claims)

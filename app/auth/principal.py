@@ -10,21 +10,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
+DEFAULT_SCOPE_CLAIMS = ("scope", "scp", "permissions")
 
-def _scopes_from_claims(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    """``scope`` (RFC 9068, space-separated), else ``scp`` (string or list), else ``permissions``."""
-    for name in ("scope", "scp", "permissions"):
+
+def _scopes_from_claims(claims: Mapping[str, Any], names: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS) -> tuple[str, ...]:
+    """Every scope the token grants, from each of these claims (a space-separated string or a list).
+
+    RFC 9068 says ``scope``; Entra and Okta put them in ``scp``, Auth0's RBAC in ``permissions``.
+    """
+    scopes: list[str] = []
+    for name in names:
         value = claims.get(name)
         if isinstance(value, str):
-            return tuple(dict.fromkeys(value.split()))
-        if isinstance(value, list):
-            return tuple(dict.fromkeys(v for v in value if isinstance(v, str)))
-    return ()
+            scopes += value.split()
+        elif isinstance(value, list):
+            scopes += [v for v in value if isinstance(v, str)]
+    return tuple(dict.fromkeys(scopes))
 
 
 def _string_claim(claims: Mapping[str, Any], *names: str) -> str | None:
@@ -48,14 +55,14 @@ class Principal:
     claims: Mapping[str, Any]
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any]) -> Principal:
+    def from_claims(cls, claims: Mapping[str, Any], scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS) -> Principal:
         exp = claims.get("exp")
         return cls(
             sub=str(claims["sub"]),
             issuer=str(claims["iss"]),
-            # RFC 9068 names it client_id; OIDC-style providers use azp, Entra v1 appid.
-            client_id=_string_claim(claims, "client_id", "azp", "appid"),
-            scopes=_scopes_from_claims(claims),
+            # RFC 9068 names it client_id; OIDC-style providers use azp, Entra v1 appid, Okta cid.
+            client_id=_string_claim(claims, "client_id", "azp", "appid", "cid"),
+            scopes=_scopes_from_claims(claims, scope_claims),
             org_id=_string_claim(claims, "org_id", "organization_id"),
             expires_at=int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
             claims=dict(claims),
@@ -102,4 +109,6 @@ def current_principal() -> Principal:
     access_token = get_access_token()
     if access_token is None or not access_token.claims:
         raise NoAuthenticatedCaller("no authenticated caller in this context")
-    return Principal.from_claims(access_token.claims)
+    principal = Principal.from_claims(access_token.claims)
+    # The scopes and client as the verifier mapped them (MCP_SCOPE_CLAIMS may name other claims).
+    return replace(principal, scopes=tuple(access_token.scopes), client_id=access_token.client_id or None)

@@ -50,14 +50,27 @@ class TestFromClaims:
             pytest.param(
                 {"permissions": "read:todos write:todos"}, ("read:todos", "write:todos"), id="permissions-str"
             ),
-            pytest.param({"scope": "from-scope", "scp": ["from-scp"]}, ("from-scope",), id="scope-before-scp"),
-            pytest.param({"scp": ["from-scp"], "permissions": ["from-permissions"]}, ("from-scp",), id="scp-first"),
+            pytest.param(
+                {"scope": "from-scope a", "scp": ["from-scp", "a"]},
+                ("from-scope", "a", "from-scp"),
+                id="union-in-order",
+            ),
+            pytest.param(
+                {"scp": ["from-scp"], "permissions": ["from-permissions"]},
+                ("from-scp", "from-permissions"),
+                id="auth0-rbac-with-scp",
+            ),
             pytest.param({"scope": 5, "scp": ["from-scp"]}, ("from-scp",), id="non-string-scope-skipped"),
-            pytest.param({"scope": "", "scp": ["from-scp"]}, (), id="empty-scope-string-wins"),
+            pytest.param({"scope": "", "scp": ["from-scp"]}, ("from-scp",), id="empty-scope-string"),
+            pytest.param({"roles": ["Todo.Read"]}, (), id="roles-not-read-by-default"),
         ],
     )
     def test_scopes(self, extra: dict[str, Any], scopes: tuple[str, ...]) -> None:
         assert Principal.from_claims(claims(**extra)).scopes == scopes
+
+    def test_configured_scope_claims(self) -> None:
+        source = claims(scp="a", roles=["Todo.Read"])
+        assert Principal.from_claims(source, ("scp", "roles")).scopes == ("a", "Todo.Read")
 
     @pytest.mark.parametrize(
         ("extra", "client_id"),

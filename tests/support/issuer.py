@@ -8,9 +8,11 @@ down, and count fetches.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
@@ -36,6 +38,9 @@ class MockIssuer:
         self.published: list[Key] = [self.key]
         self.down = False
         self.requests: list[str] = []
+        # RFC 7662: opaque token -> introspection answer; the client credentials the server must use.
+        self.opaque_tokens: dict[str, dict[str, Any]] = {}
+        self.introspection_client = ("mcp-server", "introspection-secret")
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> MockIssuer:
@@ -114,10 +119,42 @@ class MockIssuer:
 
     # -- HTTP
 
+    @property
+    def introspection_url(self) -> str:
+        return self.origin + "/introspect"
+
+    def introspections(self) -> int:
+        return sum(1 for path in self.requests if path == "POST /introspect")
+
+    def _introspect(self, authorization: str | None, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        user, secret = (urllib.parse.quote_plus(part) for part in self.introspection_client)
+        expected = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        if authorization != expected:
+            return 401, {"error": "invalid_client"}
+        token = (form.get("token") or [""])[0]
+        return 200, self.opaque_tokens.get(token, {"active": False})
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                issuer.requests.append(f"POST {self.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                if issuer.down or self.path != "/introspect":
+                    self.send_response(503 if issuer.down else 404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status, answer = issuer._introspect(self.headers.get("Authorization"), form)
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 issuer.requests.append(self.path)
                 documents = {
