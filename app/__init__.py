@@ -15,6 +15,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from app import audit
+from app import authorization_server_metadata
 from app import cli
 from app import dev_issuer
 from app import errors
@@ -142,6 +143,8 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     if limits is not None:
         limits.init_app(app)  # after authentication: its key is the verified caller
     protected_resource.init_app(app, settings)
+    if settings.as_metadata_proxy:
+        authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
         dev_issuer.init_app(app, issuer)

@@ -26,5 +26,19 @@ def token_command(sub: str, scope: str, lifetime: int, client_id: str) -> None:
     click.echo(issuer.mint(sub, scope.split(), lifetime=lifetime, client_id=client_id))
 
 
+@mcp_cli.command("doctor")
+@click.option("--token", default=None, help="A sample access token to take apart (never logged).")
+def doctor_command(token: str | None) -> None:
+    """Check the configuration against the identity provider, and optionally a token."""
+    from app.doctor import diagnose
+
+    settings = current_app.extensions["mcp_settings"]
+    report = diagnose(settings, current_app.extensions["mcp_auth"].verifier, token)
+    click.echo(report.render())
+    if report.exit_code:
+        raise click.exceptions.Exit(report.exit_code)
+    click.echo("no problems found")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(mcp_cli)

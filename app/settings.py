@@ -75,6 +75,7 @@ class Settings:
     rate_limit_failed_auth: str = "60/minute"
     rate_limit_storage: str = "memory://"
     scope_claims: tuple[str, ...] = ("scope", "scp", "permissions")
+    as_metadata_proxy: bool = False
     introspection_url: str | None = None
     introspection_client_id: str | None = None
     introspection_client_secret: str | None = None
@@ -212,6 +213,7 @@ class Settings:
             rate_limit_storage=_rate_limit_storage(env),
             scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split())
             or ("scope", "scp", "permissions"),
+            as_metadata_proxy=_as_metadata_proxy(env, dev),
             **_introspection(env),
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
@@ -385,6 +387,13 @@ def _origin_value(variable: str, origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
         raise SettingsError(variable, f"{origin!r} is not an origin like https://app.example.com")
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _as_metadata_proxy(env: Mapping[str, str], dev: bool) -> bool:
+    enabled = _boolean(env, "MCP_AS_METADATA_PROXY")
+    if enabled and dev:
+        raise SettingsError("MCP_AS_METADATA_PROXY", "is for an upstream authorization server; not in development mode")
+    return enabled
 
 
 def _introspection(env: Mapping[str, str]) -> dict[str, str | None]:

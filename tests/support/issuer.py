@@ -37,6 +37,7 @@ class MockIssuer:
         self.key = RSAKey.generate_key(2048, auto_kid=True)
         self.published: list[Key] = [self.key]
         self.down = False
+        self.clock_offset = 0.0  # seconds added to the Date header this issuer sends
         self.requests: list[str] = []
         # RFC 7662: opaque token -> introspection answer; the client credentials the server must use.
         self.opaque_tokens: dict[str, dict[str, Any]] = {}
@@ -176,5 +177,8 @@ class MockIssuer:
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return super().date_time_string(time.time() + issuer.clock_offset)
 
         return Handler
