@@ -33,6 +33,11 @@ class ScopedServer:
         self.mcp = mcp
         self.policy = policy
 
+    def describe_scopes(self, descriptions: dict[str, str]) -> None:
+        """One line per scope saying what it lets a client do, for consent pages."""
+        for scope, description in descriptions.items():
+            self.policy.describe(scope, description)
+
     def tool(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
 

@@ -18,9 +18,26 @@ class ScopePolicy:
     def __init__(self, hierarchy: Mapping[str, Iterable[str]] | None = None) -> None:
         self._implies = {broad: frozenset(narrow) for broad, narrow in (hierarchy or {}).items()}
         self._tools: dict[str, frozenset[str]] = {}
+        self._descriptions: dict[str, str] = {}
 
     def require_for_tool(self, name: str, scopes: Iterable[str]) -> None:
         self._tools[name] = frozenset(scopes)
+
+    def describe(self, scope: str, description: str) -> None:
+        """A one-line, user-facing description (a consent page shows it)."""
+        self._descriptions[scope] = description
+
+    def description(self, scope: str) -> str | None:
+        return self._descriptions.get(scope)
+
+    def known_scopes(self) -> list[str]:
+        """Every scope a tool requires or the hierarchy names, sorted."""
+        scopes = set(self._descriptions)
+        for required in self._tools.values():
+            scopes |= required
+        for broad, narrow in self._implies.items():
+            scopes |= {broad, *narrow}
+        return sorted(scopes)
 
     def tool_requirements(self) -> dict[str, frozenset[str]]:
         return dict(self._tools)

@@ -1,4 +1,4 @@
-"""Development mode: its own key, JWKS and metadata, and tokens from the CLI that the server accepts."""
+"""Development mode: its own key and JWK Set, and tokens from the CLI that the server accepts."""
 
 from __future__ import annotations
 
@@ -52,26 +52,6 @@ def test_the_key_is_kept_private_and_shared(tmp_path: Path, dev_app: Flask) -> N
     again = create_app(Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(tmp_path)}))
     assert again.extensions["dev_issuer"].jwks() == dev_app.extensions["dev_issuer"].jwks()
     assert "d" not in dev_app.extensions["dev_issuer"].jwks()["keys"][0]
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/.well-known/oauth-authorization-server/dev-issuer",
-        "/.well-known/openid-configuration/dev-issuer",
-        "/dev-issuer/.well-known/oauth-authorization-server",
-    ],
-)
-def test_metadata(dev_app: Flask, path: str) -> None:
-    response = dev_app.test_client().get(path)
-    assert response.status_code == 200
-    assert response.get_json() == {
-        "issuer": "http://127.0.0.1:5000/dev-issuer",
-        "jwks_uri": "http://127.0.0.1:5000/dev-issuer/jwks.json",
-        "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code"],
-        "code_challenge_methods_supported": ["S256"],
-    }
 
 
 def test_jwks(dev_app: Flask) -> None:
