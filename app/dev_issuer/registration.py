@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from authlib.consts import default_json_headers
-from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7591 import ClientMetadataClaims
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591 import InvalidClientMetadataError
@@ -64,8 +63,13 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
     def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         data = request.payload.data
         if not isinstance(data, dict) or not data:
-            raise InvalidRequestError("The body must be a JSON object of client metadata (RFC 7591 section 2)")
+            raise InvalidClientMetadataError("The client metadata is empty (RFC 7591 section 2)")
         self._check_types(data)
+        # Before Authlib's claims, whose generic "Invalid claim" would hide which URI is wrong and why.
+        for uri in data.get("redirect_uris") or []:
+            problem = redirect_uri_problem(uri)
+            if problem is not None:
+                raise InvalidRedirectURIError(safe_description(problem))
         metadata = self.extract_client_metadata(request)
         self._check_policy(metadata)
         info = self.generate_client_info(request)
@@ -112,14 +116,9 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
     @staticmethod
     def _check_policy(metadata: dict[str, Any]) -> None:
         grant_types = metadata.setdefault("grant_types", ["authorization_code"])
-        redirect_uris = metadata.get("redirect_uris") or []
         if REDIRECTING_GRANTS & set(grant_types):
             metadata.setdefault("response_types", ["code"])
-            if not redirect_uris:
+            if not metadata.get("redirect_uris"):
                 raise InvalidRedirectURIError("redirect_uris are required for the authorization_code grant")
-        for uri in redirect_uris:
-            problem = redirect_uri_problem(uri)
-            if problem is not None:
-                raise InvalidRedirectURIError(safe_description(problem))
         if "client_credentials" in grant_types and metadata["token_endpoint_auth_method"] == PUBLIC_CLIENT:
             raise InvalidClientMetadataError("client_credentials needs a confidential client, not auth method none")

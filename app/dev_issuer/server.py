@@ -16,10 +16,12 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
 
 from app.dev_issuer.client_metadata import ClientMetadataDocuments
 from app.dev_issuer.client_metadata import is_metadata_document_url
+from app.dev_issuer.errors import safe_description
 from app.dev_issuer.grants import REFRESH_TOKEN_LIFETIME
 from app.dev_issuer.grants import AuthorizationCodeGrant
 from app.dev_issuer.grants import ClientCredentialsGrant
@@ -75,6 +77,15 @@ class DevAuthorizationServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_extension(self.issuer_parameter)
         self.register_endpoint(RegistrationEndpoint(self, self.metadata))
+
+    def get_authorization_grant(self, request: OAuth2Request) -> Any:
+        try:
+            return super().get_authorization_grant(request)
+        except UnsupportedResponseTypeError as error:
+            # Authlib 1.9.9 passes its arguments in the wrong order and answers error_description="token".
+            response_type = request.payload.response_type
+            error.description = safe_description(f"response_type={response_type} is not supported")
+            raise
 
     def query_client(self, client_id: str) -> Client | None:
         if is_metadata_document_url(client_id):
