@@ -15,6 +15,7 @@ document. The fetch follows no redirect, uses no proxy, reads at most 5 KiB
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -49,6 +50,8 @@ def is_metadata_document_url(client_id: str) -> bool:
 
 def url_problem(url: str) -> str | None:
     """What makes ``url`` unusable as a client_id URL (draft section 3), or None."""
+    if any(not "\x21" <= character <= "\x7e" for character in url):
+        return "a client_id URL must be ASCII without spaces or control characters"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a malformed port)
@@ -106,7 +109,7 @@ class ClientMetadataDocuments:
                 content_type = response.headers.get_content_type()
         except urllib.error.HTTPError as error:
             raise self._refusal(url, f"fetching it answered HTTP {error.code}") from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
             raise self._refusal(url, f"it could not be fetched ({reason})") from None
         if len(body) > MAX_DOCUMENT_BYTES:

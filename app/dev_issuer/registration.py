@@ -38,7 +38,19 @@ MAX_CLIENT_NAME = 200
 REDIRECTING_GRANTS = frozenset({"authorization_code"})
 PUBLIC_CLIENT = "none"  # the token_endpoint_auth_method of a client without a secret
 _LIST_MEMBERS = ("redirect_uris", "grant_types", "response_types", "contacts")
-_STRING_MEMBERS = ("token_endpoint_auth_method", "client_name", "scope", "application_type")
+_STRING_MEMBERS = (
+    "token_endpoint_auth_method",
+    "client_name",
+    "scope",
+    "application_type",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "jwks_uri",
+    "software_id",
+    "software_version",
+)
 
 
 class ApplicationTypeClaims(ClientMetadataClaims):
@@ -64,6 +76,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         data = request.payload.data
         if not isinstance(data, dict) or not data:
             raise InvalidClientMetadataError("The client metadata is empty (RFC 7591 section 2)")
+        for name in [name for name, value in data.items() if value is None]:
+            del data[name]  # a JSON null is an omitted member
         self._check_types(data)
         # Before Authlib's claims, whose generic "Invalid claim" would hide which URI is wrong and why.
         for uri in data.get("redirect_uris") or []:
@@ -110,6 +124,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         for name in _STRING_MEMBERS:
             if name in data and not isinstance(data[name], str):
                 raise InvalidClientMetadataError(f"{name} must be a string")
+        if "jwks" in data and not isinstance(data["jwks"], dict):
+            raise InvalidClientMetadataError("jwks must be a JSON object (a JWK Set)")
         if len(data.get("client_name") or "") > MAX_CLIENT_NAME:
             raise InvalidClientMetadataError(f"client_name must be at most {MAX_CLIENT_NAME} characters")
 

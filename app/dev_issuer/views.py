@@ -44,6 +44,10 @@ from app.settings import is_loopback_host
 logger = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+# RFC 6749 appendix A: every authorization request parameter is printable ASCII; a URI or a
+# response type never holds a quote or a backslash (Authlib would put them in an error description).
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_URI_SAFE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 CONSENT_FIELDS = frozenset({"csrf_token", "decision", "username"})
 # The consent page runs no script, may not be framed (clickjacking) and loads nothing from elsewhere.
 PAGE_HEADERS = {
@@ -108,8 +112,20 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
         response.set_cookie(COOKIE_NAME, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict")
         return response
 
+    def malformed() -> Response | None:
+        for name, value in request.args.items(multi=True):
+            pattern = _URI_SAFE if name in ("redirect_uri", "response_type") else _PRINTABLE
+            if not pattern.fullmatch(value) or len(value) > 2048:
+                return error_page(
+                    "invalid_request", f"The {name} parameter is malformed (printable ASCII, at most 2048 characters)."
+                )
+        return None
+
     @public
     def authorize() -> Response:
+        refusal = malformed()
+        if refusal is not None:
+            return refusal
         if request.method == "GET":
             try:
                 grant = server.get_consent_grant(end_user=None)

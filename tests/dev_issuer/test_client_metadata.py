@@ -244,6 +244,16 @@ def test_an_unreachable_host(dev_client: FlaskClient) -> None:
             "https://u:p@app.example.com/c.json", "a client_id URL must not contain credentials", id="userinfo"
         ),
         pytest.param("https://app.example.com:99999/c.json", "the client_id is not a valid URL", id="bad-port"),
+        pytest.param(
+            "https://app.example.com/\x00.json",
+            "a client_id URL must be ASCII without spaces or control characters",
+            id="control-character",
+        ),
+        pytest.param(
+            "https://app.example.com/a b.json",
+            "a client_id URL must be ASCII without spaces or control characters",
+            id="space",
+        ),
     ],
 )
 def test_url_rules(url: str, problem: str | None) -> None:

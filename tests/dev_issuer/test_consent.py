@@ -258,3 +258,28 @@ def test_a_confidential_client_must_authenticate_at_the_token_endpoint(dev_clien
     assert token.status_code == 200, token.get_json()
     # Registered for authorization_code only (the RFC 7591 default), so no refresh token.
     assert "refresh_token" not in token.get_json()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("redirect_uri", 'http://127.0.0.1:8765/"cb', id="quote-in-redirect"),
+        pytest.param("redirect_uri", "http://127.0.0.1:8765/\\cb", id="backslash-in-redirect"),
+        pytest.param("response_type", 'co"de', id="quote-in-response-type"),
+        pytest.param("state", "line\nbreak", id="control-in-state"),
+        pytest.param("scope", "todo:réad", id="non-ascii-scope"),
+        pytest.param("state", "x" * 2049, id="huge-state"),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_malformed_parameters_get_a_page_not_a_crash(
+    dev_client: FlaskClient, client_id: str, name: str, value: str, method: str
+) -> None:
+    _, challenge = pkce()
+    answer = dev_client.open(authorize_path(client_id, challenge, **{name: value}), method=method)
+    assert answer.status_code == 400
+    assert "Location" not in answer.headers
+    assert (
+        f"<code>invalid_request</code>: The {name} parameter is malformed "
+        "(printable ASCII, at most 2048 characters)." in answer.get_data(as_text=True)
+    )

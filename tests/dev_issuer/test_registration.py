@@ -66,6 +66,12 @@ def test_defaults_follow_rfc_7591(dev_client: FlaskClient) -> None:
     )
 
 
+def test_a_null_member_counts_as_omitted(dev_client: FlaskClient) -> None:
+    body = register(dev_client, grant_types=None, client_name=None)
+    assert body["grant_types"] == ["authorization_code"]
+    assert "client_name" not in body
+
+
 def test_registrations_survive_a_restart(dev_client: FlaskClient, tmp_path: Any) -> None:
     from app import create_app
     from app.settings import Settings
@@ -147,6 +153,18 @@ def test_registrations_survive_a_restart(dev_client: FlaskClient, tmp_path: Any)
             "invalid_client_metadata",
             "client_name must be a string",
             id="name-not-a-string",
+        ),
+        pytest.param(
+            {"redirect_uris": [REDIRECT_URI], "client_uri": 5},
+            "invalid_client_metadata",
+            "client_uri must be a string",
+            id="uri-not-a-string",
+        ),
+        pytest.param(
+            {"redirect_uris": [REDIRECT_URI], "jwks": "keys"},
+            "invalid_client_metadata",
+            "jwks must be a JSON object (a JWK Set)",
+            id="jwks-not-an-object",
         ),
         pytest.param(
             {"redirect_uris": [REDIRECT_URI], "client_name": "x" * 201},
