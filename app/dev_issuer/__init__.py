@@ -20,6 +20,7 @@ None of this exists unless MCP_DEV=1, and development mode serves loopback only.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from authlib.oauth2.rfc8414 import get_well_known_url
@@ -43,6 +44,8 @@ EXTENSION_KEY = "dev_issuer"
 
 def init_app(app: Flask, issuer: DevIssuer, settings: Settings, server: MCPServer, policy: ScopePolicy) -> None:
     """Mount the authorization server and the landing page; call after every tool is registered."""
+    # Authlib logs every issued token, in full, at DEBUG: never let those lines through.
+    logging.getLogger("authlib").setLevel(logging.INFO)
     authorization_server = DevAuthorizationServer(
         issuer,
         Storage(Path(app.instance_path) / DATABASE_FILE),

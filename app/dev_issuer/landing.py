@@ -50,7 +50,7 @@ def _tool_rows(server: MCPServer, policy: ScopePolicy) -> list[ToolRow]:
 
 def init_app(app: Flask, settings: Settings, server: MCPServer, policy: ScopePolicy, as_metadata_url: str) -> None:
     blueprint = Blueprint("landing", __name__)
-    rows: list[ToolRow] = []
+    cache: dict[str, list[ToolRow]] = {}
     links = {
         "Protected resource metadata (RFC 9728)": metadata_url(settings),
         "Authorization server metadata (RFC 8414)": as_metadata_url,
@@ -60,8 +60,10 @@ def init_app(app: Flask, settings: Settings, server: MCPServer, policy: ScopePol
     @blueprint.get("/")
     @public
     def landing() -> Response:
-        if not rows:
-            rows.extend(_tool_rows(server, policy))
+        rows = cache.get("tools")
+        if rows is None:
+            # Two first visits at once both build the list; either result is the same.
+            rows = cache["tools"] = _tool_rows(server, policy)
         response = make_response(render_template("dev_issuer/landing.html", settings=settings, tools=rows, links=links))
         response.headers["Cache-Control"] = "no-cache"
         return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,8 @@ def test_nothing_of_it_exists_outside_development_mode(app: Flask, method: str, 
     assert response.status_code == 401  # no such public route: the bearer check answers
     assert "dev_authorization_server" not in app.extensions
     assert "dev_issuer" not in app.extensions
+
+
+def test_authlib_never_logs_issued_tokens(dev_app: Flask) -> None:
+    # Authlib's grants log "Issue token {token!r}" at DEBUG.
+    assert logging.getLogger("authlib").getEffectiveLevel() == logging.INFO
