@@ -110,7 +110,7 @@ class TestSDKClient:
         answer = query_of(redirect)
         assert (answer["state"], answer["iss"]) == (params["state"], dev_server.issuer)
 
-        (token,) = storage.history
+        token = storage.history[0]  # (a slow machine may have refreshed it since: it lives 3 s)
         assert (token.token_type, token.scope, token.expires_in) == ("Bearer", "todo:read", 3)
         assert token.refresh_token
         assert IssuedRecords(dev_server.instance_path).codes(client_id) == [("alice", "todo:read", 1)]
@@ -131,7 +131,8 @@ class TestSDKClient:
         # The refused call never reached the tool: one 403, then a second consent for the union of scopes.
         assert recorder.exchanges.count(("POST", "/mcp", 403)) == 1
         assert [query_of(url)["scope"] for url in browser.authorization_urls] == ["todo:read", "todo:read todo:write"]
-        assert [token.scope for token in storage.history] == ["todo:read", "todo:read todo:write"]
+        scopes = [token.scope for token in storage.history]
+        assert list(dict.fromkeys(scopes)) == ["todo:read", "todo:read todo:write"]  # refreshes keep the scope
 
     @pytest.mark.anyio
     async def test_refreshes_an_expired_token_with_rotation(self, dev_server: DevServer) -> None:
@@ -142,17 +143,17 @@ class TestSDKClient:
             second = json_of(await client.call_tool("whoami", {}))
 
         assert len(browser.authorization_urls) == 1, "a refresh, not a second sign-in"
-        old, new = storage.history
-        assert new.access_token != old.access_token
-        assert new.refresh_token and new.refresh_token != old.refresh_token
+        tokens = storage.history
+        assert len(tokens) >= 2
+        assert len({token.access_token for token in tokens}) == len(tokens)
+        assert len({token.refresh_token for token in tokens}) == len(tokens)  # rotated every time
         assert (first["sub"], second["sub"]) == ("carol", "carol")
         assert second["expires_at"] > first["expires_at"]
         assert ("POST", "/mcp", 401) not in recorder.exchanges[recorder.exchanges.index(("POST", "/mcp", 200)) :]
         assert storage.client_info is not None
-        assert IssuedRecords(dev_server.instance_path).refresh_tokens(storage.client_info.client_id) == [
-            ("carol", "todo:read", 1, 0),
-            ("carol", "todo:read", 0, 0),
-        ]
+        spent = [("carol", "todo:read", 1, 0)] * (len(tokens) - 1)
+        records = IssuedRecords(dev_server.instance_path).refresh_tokens(storage.client_info.client_id)
+        assert records == [*spent, ("carol", "todo:read", 0, 0)]
 
     @pytest.mark.anyio
     async def test_client_credentials_for_a_registered_confidential_client(self, dev_server: DevServer) -> None:
