@@ -74,10 +74,10 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
 
     def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         data = request.payload.data
-        if not isinstance(data, dict) or not data:
-            raise InvalidClientMetadataError("The client metadata is empty (RFC 7591 section 2)")
         for name in [name for name, value in data.items() if value is None]:
             del data[name]  # a JSON null is an omitted member
+        if not data:
+            raise InvalidClientMetadataError("The client metadata is empty (RFC 7591 section 2)")
         self._check_types(data)
         # Before Authlib's claims, whose generic "Invalid claim" would hide which URI is wrong and why.
         for uri in data.get("redirect_uris") or []:

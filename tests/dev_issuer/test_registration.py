@@ -182,6 +182,7 @@ def test_refusals(dev_client: FlaskClient, body: dict[str, Any], error: str, des
 
 
 NOT_AN_OBJECT = "The body must be a JSON object of client metadata (application/json)"
+EMPTY = "The client metadata is empty (RFC 7591 section 2)"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +191,8 @@ NOT_AN_OBJECT = "The body must be a JSON object of client metadata (application/
         pytest.param(b"[1, 2]", "application/json", NOT_AN_OBJECT, id="array"),
         pytest.param(b"{not json", "application/json", NOT_AN_OBJECT, id="malformed"),
         pytest.param(b"redirect_uris=x", "application/x-www-form-urlencoded", NOT_AN_OBJECT, id="form"),
-        pytest.param(b"{}", "application/json", "The client metadata is empty (RFC 7591 section 2)", id="empty"),
+        pytest.param(b"{}", "application/json", EMPTY, id="empty"),
+        pytest.param(b'{"client_name": null}', "application/json", EMPTY, id="nulls"),
     ],
 )
 def test_a_body_that_is_not_client_metadata(
