@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Debian packages the tests run for real; installed by `make test` when missing.
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := chromium
 
 .PHONY: run test lint format install clean system-packages
 
@@ -18,10 +18,10 @@ install: $(INSTALLED)
 
 run: $(INSTALLED)
 	@echo
-	@echo "  MCP endpoint:  http://127.0.0.1:5000/mcp   (development mode: the server issues its own tokens)"
-	@echo "  Get a token:   MCP_DEV=1 $(BIN)/flask --app wsgi mcp token --sub alice --scope 'todo:read todo:write todo:delete'"
-	@echo "  Claude Code:   claude mcp add --transport http todo http://127.0.0.1:5000/mcp --header \"Authorization: Bearer <token>\""
-	@echo "  MCP Inspector: npx @modelcontextprotocol/inspector, transport Streamable HTTP, URL above, header Authorization: Bearer <token>"
+	@echo "  MCP endpoint:  http://127.0.0.1:5000/mcp   (development mode: the server is its own OAuth authorization server)"
+	@echo "  In a browser:  http://127.0.0.1:5000/      (the tools, their scopes, how to connect)"
+	@echo "  Claude Code:   claude mcp add --transport http todo http://127.0.0.1:5000/mcp   then /mcp in Claude Code to sign in"
+	@echo "  MCP Inspector: npx @modelcontextprotocol/inspector, transport Streamable HTTP, the URL above, Connect"
 	@echo
 	MCP_DEV=1 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
 

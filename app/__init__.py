@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
@@ -38,6 +39,7 @@ from app.bridge import MAX_BODY_BYTES
 from app.bridge import init_app as init_bridge
 from app.mcp_server import ScopedServer
 from app.mcp_server import create_mcp_server
+from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
 from app.tools import register_all
 
@@ -109,8 +111,10 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
     issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
     if issuer is not None:
         logger.warning(
-            "DEVELOPMENT MODE (MCP_DEV=1): this server issues its own tokens; never expose it. "
-            "Get a token with: flask --app wsgi mcp token --sub alice --scope 'todo:read todo:write'"
+            "DEVELOPMENT MODE (MCP_DEV=1): this server is its own OAuth authorization server; never expose it. "
+            "Open %s in a browser, or connect an MCP client to %s",
+            settings.public_origin + "/",
+            settings.resource_url,
         )
         state_secret = settings.state_secret or issuer.state_secret
     else:
@@ -147,12 +151,26 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
         authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
-        dev_issuer.init_app(app, issuer)
+        dev_issuer.init_app(app, issuer, settings, server, policy)
     init_bridge(app, server, settings)
+    dev_resources: dict[str, dict[str, Any]] = {}
+    if settings.dev:
+        # Browser-based clients on this machine (MCP Inspector) register and redeem codes with fetch().
+        dev_resources[DEV_ISSUER_PATH + "/*"] = {
+            "origins": [DEV_LOOPBACK_ORIGINS],
+            "allow_headers": ["Authorization", "Content-Type"],
+            "methods": ["GET", "POST"],
+        }
     CORS(
         app,
         resources={
-            r"/.well-known/*": {"origins": "*", "send_wildcard": True, "allow_headers": [], "methods": ["GET"]},
+            **dev_resources,
+            r"/.well-known/*": {
+                "origins": "*",
+                "send_wildcard": True,
+                "allow_headers": ["MCP-Protocol-Version"],
+                "methods": ["GET"],
+            },
             settings.endpoint_path + "*": {
                 "origins": [
                     settings.public_origin,

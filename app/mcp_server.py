@@ -58,6 +58,11 @@ class ScopedServer:
     def _registered(self, fn: F) -> F:
         return in_request_thread(fn) if self._inline else fn
 
+    def describe_scopes(self, descriptions: dict[str, str]) -> None:
+        """One line per scope saying what it lets a client do, for consent pages."""
+        for scope, description in descriptions.items():
+            self.policy.describe(scope, description)
+
     def tool(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
 

@@ -24,6 +24,10 @@ from limits import parse_many
 DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
 DEFAULT_SCOPE_HIERARCHY = "todo:write=todo:read"
+# Development mode advertises the example tools' scopes unless MCP_SCOPES_SUPPORTED says otherwise,
+# so a newcomer's client asks for everything the examples need in one consent.
+DEV_SCOPES_SUPPORTED = "todo:read todo:write todo:delete"
+DEV_TOKEN_LIFETIME = 600
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 TokenProfile = Literal["jwt", "rfc9068"]
@@ -82,6 +86,7 @@ class Settings:
     trusted_proxies: int = 0
     workers: int = 1
     instance_path: str | None = None
+    dev_token_lifetime: int = DEV_TOKEN_LIFETIME
 
     @property
     def endpoint_path(self) -> str:
@@ -161,6 +166,8 @@ class Settings:
             default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
         authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
+        if dev and "MCP_SCOPES_SUPPORTED" not in env:
+            scopes_supported = tuple(DEV_SCOPES_SUPPORTED.split())
         if "offline_access" in scopes_supported:
             # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
             raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
@@ -218,6 +225,9 @@ class Settings:
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
+            dev_token_lifetime=_integer(
+                env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
+            ),
         )
 
 

@@ -365,10 +365,31 @@ class TestDevelopmentMode:
             audiences=("http://127.0.0.1:5000/mcp",),
             issuers=(IssuerConfig(DEV_ISSUER, None, ("http://127.0.0.1:5000/mcp",)),),
             authorization_servers=(DEV_ISSUER,),
+            scopes_supported=("todo:read", "todo:write", "todo:delete"),
             dev=True,
             scope_hierarchy=DEFAULT_HIERARCHY,
+            dev_token_lifetime=600,
         )
         assert DEV_RESOURCE_URL == "http://127.0.0.1:5000/mcp"
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            pytest.param("todo:read", ("todo:read",), id="one-scope"),
+            pytest.param("", (), id="empty-means-none"),
+        ],
+    )
+    def test_scopes_supported_can_be_narrowed(self, value: str, expected: tuple[str, ...]) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_SCOPES_SUPPORTED": value})
+        assert settings.scopes_supported == expected
+
+    def test_token_lifetime(self) -> None:
+        assert Settings.from_mapping({"MCP_DEV": "1", "MCP_DEV_TOKEN_LIFETIME": "5"}).dev_token_lifetime == 5
+        assert_refused(
+            refusal({"MCP_DEV": "1", "MCP_DEV_TOKEN_LIFETIME": "0"}),
+            "MCP_DEV_TOKEN_LIFETIME",
+            "must be between 1 and 86400, not 0",
+        )
 
     @pytest.mark.parametrize(
         ("resource", "issuer"),

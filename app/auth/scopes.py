@@ -25,6 +25,7 @@ class ScopePolicy:
         self._prompts: dict[str, frozenset[str]] = {}
         self._resources: dict[str, frozenset[str]] = {}
         self._templates: list[tuple[str, UriTemplate, frozenset[str]]] = []
+        self._descriptions: dict[str, str] = {}
 
     def require_for_tool(self, name: str, scopes: Iterable[str]) -> None:
         self._tools[name] = frozenset(scopes)
@@ -38,6 +39,22 @@ class ScopePolicy:
             self._templates.append((uri, UriTemplate.parse(uri), frozenset(scopes)))
         else:
             self._resources[uri] = frozenset(scopes)
+
+    def describe(self, scope: str, description: str) -> None:
+        """A one-line, user-facing description (a consent page shows it)."""
+        self._descriptions[scope] = description
+
+    def description(self, scope: str) -> str | None:
+        return self._descriptions.get(scope)
+
+    def known_scopes(self) -> list[str]:
+        """Every scope a tool, resource or prompt requires or the hierarchy names, sorted."""
+        scopes = set(self._descriptions)
+        for required in (*self._tools.values(), *self._prompts.values(), *self.resource_requirements().values()):
+            scopes |= required
+        for broad, narrow in self._implies.items():
+            scopes |= {broad, *narrow}
+        return sorted(scopes)
 
     def tool_requirements(self) -> dict[str, frozenset[str]]:
         return dict(self._tools)

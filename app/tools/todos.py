@@ -94,6 +94,14 @@ class TodoStore:
 
 
 def register(server: ScopedServer, store: TodoStore) -> None:
+    server.describe_scopes(
+        {
+            "todo:read": "See the todos on your list",
+            "todo:write": "Add todos to your list (and see them)",
+            "todo:delete": "Delete todos from your list",
+        }
+    )
+
     @server.tool(scopes=["todo:read"])
     def list_todos() -> TodoList:
         """List your todos, oldest first."""

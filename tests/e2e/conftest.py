@@ -47,3 +47,39 @@ def gunicorn_server(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory
     process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
     yield RunningServer(process, base, issuer)
     assert process.stop() == 0, process.log()
+
+
+@dataclass
+class DevServer:
+    """gunicorn in development mode: the server is its own authorization server."""
+
+    process: ServerProcess
+    base: str
+    instance_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.base + "/mcp"
+
+    @property
+    def issuer(self) -> str:
+        return self.base + "/dev-issuer"
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    folder: Path = tmp_path_factory.mktemp("gunicorn-dev")
+    port = free_port()
+    env = {
+        "MCP_DEV": "1",
+        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        "MCP_INSTANCE_PATH": str(folder / "instance"),
+        # The resource asks for todo:read up front, so a client steps up for anything more.
+        "MCP_SCOPES_SUPPORTED": "todo:read",
+        # Short-lived access tokens, honoured exactly, so a test sees one expire and get refreshed.
+        "MCP_DEV_TOKEN_LIFETIME": "3",
+        "MCP_CLOCK_LEEWAY": "0",
+    }
+    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
+    yield DevServer(process, base, folder / "instance")
+    assert process.stop() == 0, process.log()

@@ -1,11 +1,11 @@
-"""Development mode's own token issuer (MCP_DEV=1): a signing key, its JWK Set and RFC 8414 metadata.
+"""The development issuer's signing key, its JWK Set, and RFC 9068 tokens minted with it.
 
-https://www.rfc-editor.org/rfc/rfc8414#section-3
+https://www.rfc-editor.org/rfc/rfc9068#section-2
 
 The RSA key is created once and kept in the instance folder, so tokens stay
 valid across restarts and every worker process signs and verifies with the
-same key. ``flask --app wsgi mcp token`` mints RFC 9068 access tokens with it.
-None of this exists unless MCP_DEV=1.
+same key. The authorization server signs its access tokens with it, and
+``flask --app wsgi mcp token`` mints tokens with it directly.
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from authlib.oauth2.rfc8414 import get_well_known_url
-from flask import Blueprint
-from flask import Flask
-from flask import Response
 from joserfc import jwt
+from joserfc.jwk import KeySet
 from joserfc.jwk import RSAKey
 
-from app.auth import public
-from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
 
 KEY_FILE = "dev-issuer-key.json"
@@ -59,6 +54,8 @@ def _load_or_create(path: Path, create: Callable[[], str]) -> str:
 
 
 class DevIssuer:
+    """The key and identity of the development issuer; every worker loads the same key."""
+
     def __init__(self, instance_path: str, settings: Settings) -> None:
         folder = Path(instance_path)
         key_json = _load_or_create(
@@ -67,27 +64,18 @@ class DevIssuer:
         self.key = RSAKey.import_key(json.loads(key_json))
         self.issuer = settings.issuer
         self.resource_url = settings.resource_url
-        self.scopes_supported = settings.scopes_supported
         self.state_secret = _load_or_create(folder / STATE_SECRET_FILE, lambda: secrets.token_urlsafe(48)).strip()
 
     @property
     def jwks_uri(self) -> str:
         return self.issuer + "/jwks.json"
 
+    def key_set(self) -> KeySet:
+        """The private key as a joserfc key set, so signed tokens carry its ``kid``."""
+        return KeySet([self.key])
+
     def jwks(self) -> dict[str, Any]:
         return {"keys": [{**self.key.as_dict(private=False), "use": "sig", "alg": "RS256"}]}
-
-    def metadata(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "issuer": self.issuer,
-            "jwks_uri": self.jwks_uri,
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code"],
-            "code_challenge_methods_supported": ["S256"],
-        }
-        if self.scopes_supported:
-            document["scopes_supported"] = list(self.scopes_supported)
-        return document
 
     def mint(
         self,
@@ -112,27 +100,3 @@ class DevIssuer:
         }
         header = {"alg": "RS256", "kid": self.key.kid, "typ": "at+jwt"}
         return jwt.encode(header, claims, self.key, algorithms=["RS256"])
-
-
-def init_app(app: Flask, issuer: DevIssuer) -> None:
-    app.extensions["dev_issuer"] = issuer
-    metadata = json.dumps(issuer.metadata(), indent=2).encode()
-    jwks = json.dumps(issuer.jwks()).encode()
-    blueprint = Blueprint("dev_issuer", __name__)
-
-    @public
-    def authorization_server_metadata() -> Response:
-        return Response(metadata, mimetype="application/json", headers={"Cache-Control": "no-cache"})
-
-    @public
-    def json_web_key_set() -> Response:
-        return Response(jwks, mimetype="application/json", headers={"Cache-Control": "no-cache"})
-
-    paths = []
-    for suffix in ("oauth-authorization-server", "openid-configuration"):
-        # RFC 8414 section 3.1 path insertion, and the appended form older clients try.
-        paths += [get_well_known_url(issuer.issuer, suffix=suffix), f"{DEV_ISSUER_PATH}/.well-known/{suffix}"]
-    for number, path in enumerate(paths):
-        blueprint.add_url_rule(path, endpoint=f"metadata_{number}", view_func=authorization_server_metadata)
-    blueprint.add_url_rule(f"{DEV_ISSUER_PATH}/jwks.json", view_func=json_web_key_set)
-    app.register_blueprint(blueprint)

@@ -1,4 +1,4 @@
-"""Development mode: its own key, JWKS and metadata, and tokens from the CLI that the server accepts."""
+"""Development mode: its own key and JWK Set, and tokens from the CLI that the server accepts."""
 
 from __future__ import annotations
 
@@ -7,18 +7,12 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
 from flask import Flask
 
 from app import create_app
 from app.settings import Settings
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import result_of
-
-
-@pytest.fixture
-def dev_app(tmp_path: Path) -> Flask:
-    return create_app(Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(tmp_path)}))
 
 
 def test_cli_token_is_accepted_by_the_server(dev_app: Flask) -> None:
@@ -46,32 +40,17 @@ def test_cli_token_refused_outside_development_mode(app: Flask) -> None:
     )
 
 
-def test_the_key_is_kept_private_and_shared(tmp_path: Path, dev_app: Flask) -> None:
-    key_file = tmp_path / "dev-issuer-key.json"
-    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    again = create_app(Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(tmp_path)}))
-    assert again.extensions["dev_issuer"].jwks() == dev_app.extensions["dev_issuer"].jwks()
-    assert "d" not in dev_app.extensions["dev_issuer"].jwks()["keys"][0]
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/.well-known/oauth-authorization-server/dev-issuer",
-        "/.well-known/openid-configuration/dev-issuer",
-        "/dev-issuer/.well-known/oauth-authorization-server",
-    ],
-)
-def test_metadata(dev_app: Flask, path: str) -> None:
-    response = dev_app.test_client().get(path)
-    assert response.status_code == 200
-    assert response.get_json() == {
-        "issuer": "http://127.0.0.1:5000/dev-issuer",
-        "jwks_uri": "http://127.0.0.1:5000/dev-issuer/jwks.json",
-        "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code"],
-        "code_challenge_methods_supported": ["S256"],
-    }
+def test_the_key_is_created_private_and_shared(tmp_path: Path) -> None:
+    settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(tmp_path / "fresh")})
+    first, again = create_app(settings), create_app(settings)
+    try:
+        key_file = tmp_path / "fresh" / "dev-issuer-key.json"
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert again.extensions["dev_issuer"].jwks() == first.extensions["dev_issuer"].jwks()
+        assert "d" not in first.extensions["dev_issuer"].jwks()["keys"][0]
+    finally:
+        for app in (first, again):
+            app.extensions["mcp_bridge"].loops.close()
 
 
 def test_jwks(dev_app: Flask) -> None:

@@ -1,0 +1,59 @@
+"""Development mode's own OAuth 2.1 authorization server (MCP_DEV=1), built on Authlib.
+
+https://modelcontextprotocol.io/specification/2026-07-28/basic/authorization
+
+With ``make run`` an OAuth-capable MCP client (Claude Code, MCP Inspector,
+the SDK's client) goes through discovery, registration, consent and token
+issue on this machine, exactly as against a production identity provider:
+
+* :mod:`.metadata`: RFC 8414 metadata at the path-inserted well-known URL.
+* :mod:`.registration`: RFC 7591 dynamic registration, public and confidential.
+* :mod:`.client_metadata`: client ID metadata documents (a client_id that is a URL).
+* :mod:`.grants`: authorization code + PKCE S256, refresh rotation, client credentials, RFC 8707.
+* :mod:`.tokens`: RFC 9068 JWT access tokens, signed with :mod:`.signing`'s key.
+* :mod:`.views`: the endpoints and the consent page; :mod:`.consent_forms`: its CSRF token.
+* :mod:`.storage`: SQLite in the instance folder, so a restart keeps registrations.
+* :mod:`.landing`: the page at ``/``.
+
+None of this exists unless MCP_DEV=1, and development mode serves loopback only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from authlib.oauth2.rfc8414 import get_well_known_url
+from flask import Flask
+from mcp.server.mcpserver import MCPServer
+
+from app.auth.scopes import ScopePolicy
+from app.dev_issuer import landing
+from app.dev_issuer.scopes import ScopeCatalogue
+from app.dev_issuer.server import DevAuthorizationServer
+from app.dev_issuer.signing import DevIssuer
+from app.dev_issuer.storage import DATABASE_FILE
+from app.dev_issuer.storage import Storage
+from app.dev_issuer.views import create_blueprint
+from app.settings import Settings
+
+__all__ = ["DevIssuer", "init_app"]
+
+EXTENSION_KEY = "dev_issuer"
+
+
+def init_app(app: Flask, issuer: DevIssuer, settings: Settings, server: MCPServer, policy: ScopePolicy) -> None:
+    """Mount the authorization server and the landing page; call after every tool is registered."""
+    # Authlib logs every issued token, in full, at DEBUG: never let those lines through.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+    authorization_server = DevAuthorizationServer(
+        issuer,
+        Storage(Path(app.instance_path) / DATABASE_FILE),
+        ScopeCatalogue.build(settings.scopes_supported, policy),
+        token_lifetime=settings.dev_token_lifetime,
+    )
+    app.extensions[EXTENSION_KEY] = issuer
+    app.extensions["dev_authorization_server"] = authorization_server
+    app.register_blueprint(create_blueprint(authorization_server, issuer, settings))
+    as_metadata_url = get_well_known_url(issuer.issuer, external=True, suffix="oauth-authorization-server")
+    landing.init_app(app, settings, server, policy, as_metadata_url)

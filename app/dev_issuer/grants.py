@@ -1,0 +1,195 @@
+"""The grants: authorization code with PKCE (S256 only), refresh with rotation, client credentials.
+
+https://www.rfc-editor.org/rfc/rfc7636
+https://www.rfc-editor.org/rfc/rfc8707#section-2
+https://datatracker.ietf.org/doc/html/draft-ietf-oauth-v2-1#section-4.1
+
+Authlib's grants do the protocol; these subclasses add what OAuth 2.1 and MCP
+require on top of Authlib 1.9.9's defaults:
+
+* PKCE for every authorization request, S256 only: Authlib's ``CodeChallenge``
+  lets a request without ``code_challenge`` through, and accepts ``plain``.
+* RFC 8707 ``resource``: only MCP_RESOURCE_URL may be requested (absent means
+  that one too); anything else is ``invalid_target``.
+* Codes are single use and short-lived; a second redemption is refused and
+  revokes the refresh tokens the first one produced (RFC 6749 section 4.1.2).
+* Refresh tokens rotate: each is redeemed once, and a reused one is refused
+  and revokes its whole family (OAuth 2.1 section 4.3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidGrantError
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+
+from app.auth.jwt_access_token import normalize_audience
+from app.dev_issuer.errors import InvalidTargetError
+from app.dev_issuer.models import AuthorizationCode
+from app.dev_issuer.models import Client
+from app.dev_issuer.models import RefreshToken
+from app.dev_issuer.models import User
+from app.dev_issuer.models import digest
+
+if TYPE_CHECKING:
+    from app.dev_issuer.server import DevAuthorizationServer
+
+logger = logging.getLogger(__name__)
+
+CODE_LIFETIME = 60
+REFRESH_TOKEN_LIFETIME = 7 * 24 * 3600
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE as OAuth 2.1 requires it: a ``code_challenge`` on every request, method S256 and nothing else."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
+        if data.get("code_challenge_method") != "S256":
+            # RFC 7636 section 4.3: an absent method means plain, which is refused too.
+            raise InvalidRequestError("code_challenge_method must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class ResourceIndicator:
+    """RFC 8707: the ``resource`` parameter, where this server accepts exactly its own MCP URL."""
+
+    def __init__(self, resource_url: str) -> None:
+        self.resource_url = resource_url
+        self._normalized = normalize_audience(resource_url)
+
+    def __call__(self, grant: Any) -> None:
+        """As an extension of the authorization code grant: checked with the authorization request."""
+        grant.register_hook("after_validate_authorization_request_payload", self.check_authorization_request)
+
+    def requested(self, request: OAuth2Request) -> str:
+        """The single resource the request names (absent: this server's), or ``invalid_target``."""
+        values = request.payload.datalist.get("resource", [])
+        if len(values) > 1:
+            raise InvalidTargetError(f"Only one resource can be requested: {self.resource_url}")
+        if values and normalize_audience(values[0]) != self._normalized:
+            raise InvalidTargetError(f"This authorization server only issues tokens for {self.resource_url}")
+        return self.resource_url
+
+    def check_authorization_request(self, grant: Any, redirect_uri: str) -> None:
+        self.requested(grant.request)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    server: DevAuthorizationServer
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        self.server.storage.add_code(
+            AuthorizationCode(
+                code_hash=digest(code),
+                client_id=request.client.get_client_id(),
+                subject=request.user.get_user_id(),
+                scope=request.scope or "",
+                redirect_uri=request.payload.redirect_uri,
+                resource=self.server.resource_url,
+                code_challenge=data["code_challenge"],
+                code_challenge_method=data["code_challenge_method"],
+                expires_at=int(time.time()) + CODE_LIFETIME,
+            )
+        )
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        record = self.server.storage.code(digest(code))
+        if record is None or record.client_id != client.get_client_id():
+            return None
+        if record.used_at is not None:
+            self._replayed(record)
+            return None
+        return None if record.is_expired() else record
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        self.server.resource.requested(self.request)
+
+    def create_token_response(self) -> tuple[int, Any, Any]:
+        # Claim the code before issuing anything: of two concurrent redemptions only one wins.
+        record: AuthorizationCode = self.request.authorization_code
+        if not self.server.storage.claim_code(record.code_hash, int(time.time())):
+            self._replayed(record)
+            raise InvalidGrantError("The authorization code was already used")
+        return super().create_token_response()  # type: ignore[no-any-return]
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to delete: the code stays, marked used, so that a replay is recognised."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
+        return User(authorization_code.subject)
+
+    def _replayed(self, record: AuthorizationCode) -> None:
+        revoked = self.server.storage.revoke_family(record.family, int(time.time()))
+        logger.warning(
+            "authorization code presented again by client_id=%r sub=%r: refused, %d refresh token(s) revoked",
+            record.client_id,
+            record.subject,
+            revoked,
+        )
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+    server: DevAuthorizationServer
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        record = self.server.storage.refresh_token(digest(refresh_token))
+        if record is None or record.is_revoked():
+            return None
+        if record.used_at is not None:
+            self._replayed(record)
+            return None
+        return None if record.is_expired() else record
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        self.server.resource.requested(self.request)
+
+    def create_token_response(self) -> tuple[int, Any, Any]:
+        record: RefreshToken = self.request.refresh_token
+        if not self.server.storage.claim_refresh_token(record.token_hash, int(time.time())):
+            self._replayed(record)
+            raise InvalidGrantError("The refresh token was already used")
+        return super().create_token_response()  # type: ignore[no-any-return]
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> User:
+        return User(refresh_token.subject)
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        """Already done: the token was claimed (marked spent) before the new one was issued."""
+
+    def _replayed(self, record: RefreshToken) -> None:
+        revoked = self.server.storage.revoke_family(record.family, int(time.time()))
+        logger.warning(
+            "refresh token reused by client_id=%r sub=%r: refused, its family of %d live token(s) revoked",
+            record.client_id,
+            record.subject,
+            revoked,
+        )
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """For confidential clients acting on their own behalf; the token's ``sub`` is the client_id."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    server: DevAuthorizationServer
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        self.server.resource.requested(self.request)

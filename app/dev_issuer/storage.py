@@ -1,0 +1,203 @@
+"""SQLite storage of the development authorization server, in the instance folder.
+
+Clients, authorization codes, refresh tokens and fetched client metadata
+documents live in one file shared by every worker process, so a restart keeps
+registrations and any worker can redeem what another issued. One short-lived
+connection per call (like the todo store), so any thread may use it. The
+single-use rules (a code or a refresh token is redeemed once) are enforced by
+conditional UPDATEs, which SQLite serialises across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from app.dev_issuer.models import AuthorizationCode
+from app.dev_issuer.models import Client
+from app.dev_issuer.models import RefreshToken
+
+DATABASE_FILE = "dev-issuer.sqlite3"
+# Used codes and spent refresh tokens are kept this long past their expiry, to recognise a replay.
+KEEP_AFTER_EXPIRY = 24 * 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    secret_hash TEXT,
+    metadata TEXT NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_metadata_documents (
+    url TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS authorization_codes (
+    code_hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    redirect_uri TEXT,
+    resource TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    code_challenge_method TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
+"""
+
+_CODE_COLUMNS = (
+    "code_hash, client_id, subject, scope, redirect_uri, resource, code_challenge, code_challenge_method, "
+    "expires_at, used_at"
+)
+_REFRESH_COLUMNS = "token_hash, family, client_id, subject, scope, resource, expires_at, used_at, revoked_at, issued_at"
+
+
+class Storage:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    # Clients (RFC 7591)
+
+    def add_client(self, client: Client) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO clients (client_id, secret_hash, metadata, issued_at) VALUES (?, ?, ?, ?)",
+                (client.client_id, client.secret_hash, json.dumps(dict(client.metadata)), client.issued_at),
+            )
+
+    def client(self, client_id: str) -> Client | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT client_id, secret_hash, metadata, issued_at FROM clients WHERE client_id = ?", (client_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return Client(client_id=row[0], secret_hash=row[1], metadata=json.loads(row[2]), issued_at=row[3])
+
+    # Client ID metadata documents, as fetched
+
+    def metadata_document(self, url: str) -> tuple[Mapping[str, Any], int] | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT document, fetched_at FROM client_metadata_documents WHERE url = ?", (url,)
+            ).fetchone()
+        return (json.loads(row[0]), row[1]) if row is not None else None
+
+    def save_metadata_document(self, url: str, document: Mapping[str, Any], fetched_at: int) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO client_metadata_documents (url, document, fetched_at) VALUES (?, ?, ?)",
+                (url, json.dumps(dict(document)), fetched_at),
+            )
+
+    # Authorization codes
+
+    def add_code(self, code: AuthorizationCode) -> None:
+        now = int(time.time())
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM authorization_codes WHERE expires_at < ?", (now - KEEP_AFTER_EXPIRY,))
+            db.execute(
+                f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    code.code_hash,
+                    code.client_id,
+                    code.subject,
+                    code.scope,
+                    code.redirect_uri,
+                    code.resource,
+                    code.code_challenge,
+                    code.code_challenge_method,
+                    code.expires_at,
+                    code.used_at,
+                ),
+            )
+
+    def code(self, code_hash: str) -> AuthorizationCode | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_hash = ?",  # noqa: S608
+                (code_hash,),
+            ).fetchone()
+        return AuthorizationCode(*row) if row is not None else None
+
+    def claim_code(self, code_hash: str, now: int) -> bool:
+        """Mark the code used; False when it already was (a second redemption, perhaps concurrent)."""
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "UPDATE authorization_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL", (now, code_hash)
+            )
+        return cursor.rowcount == 1
+
+    # Refresh tokens
+
+    def add_refresh_token(self, token: RefreshToken) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (token.issued_at - KEEP_AFTER_EXPIRY,))
+            db.execute(
+                f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    token.token_hash,
+                    token.family,
+                    token.client_id,
+                    token.subject,
+                    token.scope,
+                    token.resource,
+                    token.expires_at,
+                    token.used_at,
+                    token.revoked_at,
+                    token.issued_at,
+                ),
+            )
+
+    def refresh_token(self, token_hash: str) -> RefreshToken | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = ?",  # noqa: S608
+                (token_hash,),
+            ).fetchone()
+        return RefreshToken(*row) if row is not None else None
+
+    def claim_refresh_token(self, token_hash: str, now: int) -> bool:
+        """Mark the token spent by a rotation; False when it already was, or was revoked."""
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL",
+                (now, token_hash),
+            )
+        return cursor.rowcount == 1
+
+    def revoke_family(self, family: str, now: int) -> int:
+        """Revoke every refresh token of one family; returns how many were still live."""
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL", (now, family)
+            )
+        return cursor.rowcount
