@@ -9,6 +9,8 @@ request to the SDK and streams its answer back untouched.
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -121,10 +123,27 @@ class MCPBridge:
         chunk = bytes(first.get("body", b"")) if first is not None else b""
         if first is None or not first.get("more_body", False):
             exchange.close()
+            if start["status"] >= 400 and not _is_json(headers):
+                return _as_jsonrpc_error(start["status"], chunk)
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
         return PassThroughResponse(
             StreamingBody(exchange, chunk), status=start["status"], headers=headers, direct_passthrough=True
         )
+
+
+def _is_json(headers: list[tuple[str, str]]) -> bool:
+    return any(k.lower() == "content-type" and v.startswith("application/json") for k, v in headers)
+
+
+def _as_jsonrpc_error(status: int, body: bytes) -> Response:
+    """A few transport refusals of the SDK come as plain text or nothing (415-like 400, 406).
+
+    Clients get the same status with a JSON-RPC error body, as the SDK's other
+    refusals have, instead of a body they cannot parse.
+    """
+    message = body.decode("utf-8", "replace").strip() or HTTPStatus(status).phrase
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    return PassThroughResponse(json.dumps(error).encode(), status=status, content_type="application/json")
 
 
 def init_app(app: Flask, server: MCPServer, settings: Settings) -> MCPBridge:
