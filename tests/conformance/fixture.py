@@ -7,9 +7,9 @@ is test code: it never ships with the product.
 
 Names and payloads follow what ``@modelcontextprotocol/conformance`` 0.1.16
 calls and checks (its scenarios under ``src/scenarios/server/``), with the
-payload texts of its reference "everything" server. Where the suite is loose
-(it checks that content is non-empty, not what it says) the fixture still
-returns the documented payloads, so a run proves them on the wire.
+payload texts its scenario descriptions document. The suite checks some of
+them loosely (content must be non-empty); the fixture returns the documented
+ones all the same, so its answers are the ones a stricter version would expect.
 
 Each primitive declares a scope, and the proxy's token grants them: the suite
 then also proves that per-primitive scope checks let authorised calls through
