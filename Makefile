@@ -4,9 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Debian packages the tests run for real; installed by `make test` when missing.
-SYSTEM_PACKAGES := chromium
+SYSTEM_PACKAGES := chromium nginx
+# Node 22 and the official MCP conformance suite, pinned by package-lock.json; kept until the lock changes.
+HARNESS := tests/conformance/harness
+HARNESS_INSTALLED := $(HARNESS)/node_modules/.installed
 
-.PHONY: run test lint format install clean system-packages
+.PHONY: run test lint format install clean system-packages conformance-harness
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +31,14 @@ run: $(INSTALLED)
 system-packages:
 	@scripts/ensure-debian-packages $(SYSTEM_PACKAGES)
 
-test: $(INSTALLED) system-packages
+# npm on the machine's older node can install it; the suite then runs on the Node 22 it brings.
+$(HARNESS_INSTALLED): $(HARNESS)/package.json $(HARNESS)/package-lock.json
+	cd $(HARNESS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+conformance-harness: $(HARNESS_INSTALLED)
+
+test: $(INSTALLED) system-packages $(HARNESS_INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -42,4 +52,4 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(HARNESS)/node_modules

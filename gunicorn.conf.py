@@ -86,15 +86,21 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         sys.exit(4)
 
 
+def _loaded_app(worker):  # type: ignore[no-untyped-def]
+    """The Flask app this worker serves: whatever module gunicorn was told to load (wsgi:app or your own)."""
+    app = getattr(worker, "wsgi", None)
+    return app if isinstance(getattr(app, "extensions", None), dict) and "mcp_bridge" in app.extensions else None
+
+
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Start the MCP bridge in this worker, after the fork (never in the master), and load the keys."""
-    from wsgi import app
-
-    start_worker(app)
+    app = _loaded_app(worker)
+    if app is not None:
+        start_worker(app)
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]
     """Close this worker's event loops so their threads end and the process exits promptly."""
-    from wsgi import app
-
-    stop_worker(app)
+    app = _loaded_app(worker)
+    if app is not None:
+        stop_worker(app)

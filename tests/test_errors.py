@@ -39,12 +39,23 @@ def test_a_bug_answers_500_without_details(app: Flask, tokens: Tokens) -> None:
     }
 
 
-def test_sdk_statuses_pass_through_untouched(client: FlaskClient, tokens: Tokens) -> None:
+def test_sdk_refusals_without_a_json_body_get_one(client: FlaskClient, tokens: Tokens) -> None:
     headers = {"Authorization": f"Bearer {tokens.mint()}", "Accept": "application/json, text/event-stream"}
     response = client.post("/mcp", headers={**headers, "Content-Type": "text/plain"}, data=b"{}")
+    assert response.status_code == 400  # the SDK's status, kept
+    assert response.content_type == "application/json"
+    assert response.get_json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": "Invalid Content-Type header"},
+    }
+
+
+def test_sdk_json_answers_pass_through_byte_for_byte(client: FlaskClient, tokens: Tokens) -> None:
+    headers = request_headers("tools/list", token=tokens.mint())
+    response = client.post("/mcp", headers=headers, data=b"{nope")
     assert response.status_code == 400
-    assert "Content-Type" not in response.headers  # the SDK sent none; Flask must not add text/html
-    assert response.get_data() == b"Invalid Content-Type header"
+    assert response.get_data() == b'{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}'
 
 
 def test_development_server_request_lines_lose_their_query_string() -> None:

@@ -22,10 +22,14 @@ async def connect(
     era: str = "2026-07-28",
     event_hooks: dict[str, list[Any]] | None = None,
     verify: Any = True,
+    keepalive: bool = True,
     **options: Any,
 ) -> AsyncIterator[Client]:
+    """``keepalive=False`` opens a new connection for every request (to spread them over gunicorn's workers)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http_options: dict[str, Any] = {"headers": headers, "timeout": httpx2.Timeout(30, read=60), "verify": verify}
+    if not keepalive:
+        http_options["limits"] = httpx2.Limits(max_keepalive_connections=0)
     if event_hooks:
         http_options["event_hooks"] = event_hooks
     async with (

@@ -86,9 +86,15 @@ class ServerProcess:
 
 
 def start_gunicorn(
-    env: Mapping[str, str], log_path: Path, *, port: int | None = None, workers: int = 2, threads: int = 4
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    port: int | None = None,
+    workers: int = 2,
+    threads: int = 4,
+    app: str = "wsgi:app",
 ) -> tuple[ServerProcess, str]:
-    """gunicorn with the shipped configuration file; returns the process and its base URL."""
+    """gunicorn with the shipped configuration file serving ``app``; returns the process and its base URL."""
     port = port or free_port()
     args = [
         str(BIN / "gunicorn"),
@@ -100,7 +106,7 @@ def start_gunicorn(
         str(workers),
         "--threads",
         str(threads),
-        "wsgi:app",
+        app,
     ]
     base = f"http://127.0.0.1:{port}"
     return ServerProcess(args, env, log_path, base + "/readyz"), base
