@@ -12,11 +12,13 @@ import re
 
 from flask import Flask
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import cli
 from app import dev_issuer
 from app import errors
 from app import health
+from app import metrics
 from app import protected_resource
 from app import transport_security
 from app.auth import BearerAuthentication
@@ -98,7 +100,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     else:
         key_source = RemoteJWKS(settings.issuer, settings.jwks_uri)
         state_secret = settings.state_secret
-    keys = KeyStore(key_source, ttl=settings.jwks_ttl, refetch_cooldown=settings.jwks_refetch_cooldown)
+    keys = KeyStore(
+        key_source,
+        ttl=settings.jwks_ttl,
+        refetch_cooldown=settings.jwks_refetch_cooldown,
+        on_fetch=metrics.count_jwks_fetch,
+    )
     app.extensions["mcp_keys"] = keys
     app.extensions["mcp_settings"] = settings
 
@@ -108,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_all(ScopedServer(server, policy), database=database)
 
     errors.init_app(app)
+    metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
     init_auth(
         app,
@@ -122,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
             scopes=policy,
             resource_url=settings.resource_url,
+            on_refusal=metrics.count_auth_failure,
         ),
     )
     protected_resource.init_app(app, settings)
@@ -147,6 +156,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         intercept_exceptions=False,
     )
     cli.init_app(app)
+    if settings.trusted_proxies:
+        # X-Forwarded-For and -Proto are believed only from the configured number
+        # of hops (nginx on the same VM is one); with 0 they are ignored, so a
+        # client cannot fake its address. The Host header is not taken from
+        # X-Forwarded-Host: nginx passes the client's Host through, and public
+        # URLs come from MCP_RESOURCE_URL anyway. ``app`` stays a Flask object.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
 
 
