@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Debian packages the tests run for real; installed by `make test` when missing.
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := nginx systemd
 
 .PHONY: run test lint format install clean system-packages
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,10 +16,18 @@ ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
 
 
 @asynccontextmanager
-async def connect(url: str, token: str | None, *, era: str = "2026-07-28", **options: Any) -> AsyncIterator[Client]:
+async def connect(
+    url: str,
+    token: str | None,
+    *,
+    era: str = "2026-07-28",
+    verify: ssl.SSLContext | bool = True,
+    **options: Any,
+) -> AsyncIterator[Client]:
+    """``verify`` is what the client trusts for https (an SSLContext with a test CA)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60), verify=verify) as http,
         Client(streamable_http_client(url, http_client=http), mode=ERAS[era], **options) as client,
     ):
         yield client
