@@ -104,6 +104,18 @@ access_log_format = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"
 # Process naming
 proc_name = os.environ.get("MCP_PROC_NAME", "mcp-server")
 
+# Control socket
+#
+#   control_socket - gunicorn 27 listens for `gunicornc` commands (reload, worker
+#             count, shutdown) on a unix socket, by default in $HOME/.gunicorn/,
+#             a path every instance on the VM would share and the hardened
+#             systemd units cannot write. Off unless MCP_CONTROL_SOCKET names a
+#             path, e.g. /run/mcp-server/gunicorn.ctl (mode 0600).
+if os.environ.get("MCP_CONTROL_SOCKET"):
+    control_socket = os.environ["MCP_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
+
 
 # Server hooks
 #

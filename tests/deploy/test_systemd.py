@@ -184,3 +184,4 @@ def test_socket_activation_serves_on_the_socket_systemd_hands_over(issuer: MockI
     assert f"Listening at: {base} " in log
     assert "127.0.0.1:8000" not in log  # MCP_BIND's default was not bound beside the handed-over socket
     assert len(set(re.findall(r"Booting worker with pid: (\d+)", log))) == 2
+    assert "Control socket" not in log  # off unless MCP_CONTROL_SOCKET names one
