@@ -60,9 +60,14 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #             MCP_THREADS.
 #   reuse_port - Each worker gets its own listening socket and the kernel
 #             spreads connections across them; with one shared socket,
-#             keep-alive connections tend to pile onto one worker. Off under
-#             socket activation: gunicorn 27 would then bind its own sockets
-#             beside systemd's instead of using the one it was handed.
+#             keep-alive connections tend to pile onto one worker. The price:
+#             when a worker stops (reload, SIGHUP) or dies, connections still
+#             queued on its socket are reset, unless the kernel moves them to
+#             a sibling socket: set the sysctl net.ipv4.tcp_migrate_req=1
+#             (Linux 5.14+, docs/deploy.md), or MCP_REUSE_PORT=0 for one
+#             shared socket. Off under socket activation: gunicorn 27 would
+#             then bind its own sockets beside systemd's instead of using the
+#             one it was handed.
 #   timeout - Seconds of silence from a worker before the arbiter restarts it.
 #             gthread workers heartbeat from their main loop, so long
 #             streaming requests do not trip it. MCP_WORKER_TIMEOUT.
@@ -76,7 +81,7 @@ _socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.
 workers = int(os.environ.get("MCP_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("MCP_THREADS", "4"))
-reuse_port = not _socket_activated
+reuse_port = os.environ.get("MCP_REUSE_PORT", "1") != "0" and not _socket_activated
 timeout = int(os.environ.get("MCP_WORKER_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("MCP_GRACEFUL_TIMEOUT", "60"))
 keepalive = int(os.environ.get("MCP_KEEPALIVE", "75"))
