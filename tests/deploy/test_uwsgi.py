@@ -1,4 +1,8 @@
-"""uWSGI as PythonAnywhere-style hosts run it: wsgi.py as the WSGI file, 2 processes, no --enable-threads.
+"""uWSGI as PythonAnywhere-style hosts run it: a WSGI file, 2 processes, no --enable-threads.
+
+The WSGI file is wsgi.py itself, or the host-style file the README tells
+PythonAnywhere users to paste (docs/pythonanywhere_wsgi.py), which loads the
+settings from a .env file.
 
 The bridge starts no thread of its own: each request drives its event loop
 from the request's own thread, and loops are made lazily in the process that
@@ -28,6 +32,7 @@ from tests.support.jsonrpc import call_tool
 from tests.support.mcp_client import connect
 from tests.support.mcp_client import json_of
 from tests.support.mcp_client import text_of
+from tests.support.servers import ROOT
 from tests.support.servers import ServerProcess
 from tests.support.servers import free_port
 from tests.support.servers import start_uwsgi
@@ -66,23 +71,46 @@ class UWSGI:
         return [pid for pid in spawned if pid not in gone]
 
 
+HOST_WSGI_FILE = ROOT / "docs" / "pythonanywhere_wsgi.py"
+
+
+def host_wsgi_file(folder: Path, settings: dict[str, str]) -> Path:
+    """The shipped host WSGI file, pointed at this checkout, with the settings in a .env file of its own."""
+    text = HOST_WSGI_FILE.read_text()
+    for old, new in [
+        ('PROJECT = "/home/yourname/mcp-server"', f"PROJECT = {str(ROOT)!r}"),
+        ('load_dotenv(os.path.join(PROJECT, ".env"))', f"load_dotenv({str(folder / 'settings.env')!r})"),
+    ]:
+        assert old in text, f"{old!r} is no longer in {HOST_WSGI_FILE}"
+        text = text.replace(old, new)
+    (folder / "settings.env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    path = folder / "host_wsgi.py"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(
     scope="module",
     params=[
-        pytest.param((False, False), id="forked-sse"),
-        pytest.param((False, True), id="forked-json"),
-        pytest.param((True, False), id="lazy-apps-sse"),
+        pytest.param((False, False, False), id="forked-sse"),
+        pytest.param((False, True, True), id="host-wsgi-file-json"),
+        pytest.param((True, False, False), id="lazy-apps-sse"),
     ],
 )
 def uwsgi(
     request: pytest.FixtureRequest, issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[UWSGI]:
-    lazy_apps, json_response = request.param
+    lazy_apps, json_response, host_file = request.param
     folder = tmp_path_factory.mktemp("uwsgi")
     port = free_port()
-    env = app_env(issuer, f"http://127.0.0.1:{port}/mcp", folder, MCP_JSON_RESPONSE="1" if json_response else "0")
+    settings = app_env(issuer, f"http://127.0.0.1:{port}/mcp", folder, MCP_JSON_RESPONSE="1" if json_response else "0")
     fifo = folder / "master.fifo"
-    process, base = start_uwsgi(env, folder / "uwsgi.log", fifo=fifo, lazy_apps=lazy_apps, port=port)
+    if host_file:
+        # As on PythonAnywhere: the settings come from a .env file the WSGI file loads, not the environment.
+        wsgi_file = host_wsgi_file(folder, settings)
+        process, base = start_uwsgi({}, folder / "uwsgi.log", fifo=fifo, port=port, wsgi_file=wsgi_file)
+    else:
+        process, base = start_uwsgi(settings, folder / "uwsgi.log", fifo=fifo, lazy_apps=lazy_apps, port=port)
     server = UWSGI(process, base, fifo, issuer, lazy_apps, json_response)
     yield server
     process.stop()  # a no-op after test_graceful_shutdown_ends_every_process

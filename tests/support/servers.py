@@ -101,12 +101,18 @@ UWSGI_LOG_FORMAT = '%(addr) [pid %(pid)] "%(method) %(var.PATH_INFO) %(proto)" %
 
 
 def start_uwsgi(
-    env: Mapping[str, str], log_path: Path, *, fifo: Path, lazy_apps: bool = False, port: int | None = None
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    fifo: Path,
+    lazy_apps: bool = False,
+    port: int | None = None,
+    wsgi_file: Path = ROOT / "wsgi.py",
 ) -> tuple[ServerProcess, str]:
     """uWSGI (the pyuwsgi wheel) as WSGI hosts run it: a master, 2 processes, no --enable-threads.
 
-    ``wsgi.py`` is the WSGI file and ``application`` its callable, as on
-    PythonAnywhere. The master loads the app and forks the workers, unless
+    ``wsgi_file`` (``wsgi.py``, or the host-style file in docs/) is the WSGI
+    file and ``application`` its callable, as on PythonAnywhere. The master loads the app and forks the workers, unless
     ``lazy_apps``. ``--http11-socket`` keeps connections alive like a front
     proxy would; the log format leaves out query strings (uWSGI's default
     request line has them). ``fifo`` is the master FIFO for reloads and a
@@ -121,7 +127,7 @@ def start_uwsgi(
         "--http11-socket",
         f"127.0.0.1:{port}",
         "--wsgi-file",
-        "wsgi.py",
+        str(wsgi_file),
         "--callable",
         "application",
         "--need-app",
