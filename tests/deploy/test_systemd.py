@@ -18,6 +18,7 @@ import httpx2
 import pytest
 
 from tests.deploy.conftest import app_env
+from tests.deploy.conftest import assert_no_token
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
@@ -148,6 +149,7 @@ def test_gunicorn_tells_systemd_it_is_ready(issuer: MockIssuer, tmp_path: Path) 
         finally:
             assert process.stop() == 0, process.log()
     assert message.split("\n")[0] == "READY=1"
+    assert_no_token(process.log())
 
 
 def test_socket_activation_serves_on_the_socket_systemd_hands_over(issuer: MockIssuer, tmp_path: Path) -> None:
@@ -185,3 +187,4 @@ def test_socket_activation_serves_on_the_socket_systemd_hands_over(issuer: MockI
     assert "127.0.0.1:8000" not in log  # MCP_BIND's default was not bound beside the handed-over socket
     assert len(set(re.findall(r"Booting worker with pid: (\d+)", log))) == 2
     assert "Control socket" not in log  # off unless MCP_CONTROL_SOCKET names one
+    assert_no_token(log)
