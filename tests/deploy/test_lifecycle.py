@@ -167,7 +167,8 @@ def test_sighup_reloads_the_workers_while_requests_keep_succeeding(
         # (docs/deploy.md: the tcp_migrate_req sysctl or MCP_REUSE_PORT=0 avoid it). Nothing else fails.
         assert len(failures) <= load.clients, failures
         assert all(failure.error == "ConnectionResetError" for failure in failures), failures
-        assert all(hup_at <= failure.started <= reloaded_at for failure in failures), failures
+        # (a reset connection may have been queued a moment before the signal)
+        assert all(hup_at - 0.5 <= failure.started <= reloaded_at for failure in failures), failures
     assert load.succeeded_after(reloaded_at) > 10
     served = set(re.findall(r'<(\d+)> "POST /mcp ', log))
     assert {str(pid) for pid in new} <= served
