@@ -6,22 +6,48 @@ them from its EnvironmentFile) or on the command line.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
-from app import start_worker
-from app import stop_worker
-from app.settings import Settings
-from app.settings import SettingsError
+# Metrics
+#
+#   PROMETHEUS_MULTIPROC_DIR - Where every worker writes its metric samples, so
+#             that a scrape of any worker reports them all. It must be in the
+#             environment before prometheus_client is imported (by the app
+#             import below), so this file sets it. The systemd units point it
+#             into their RuntimeDirectory; otherwise a private temporary folder
+#             is made and removed on exit. One folder per gunicorn instance:
+#             it is emptied when the instance starts.
+_TEMPORARY_METRICS_PREFIX = os.path.join(tempfile.gettempdir(), "mcp-server-metrics-")
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=os.path.basename(_TEMPORARY_METRICS_PREFIX))
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+
+from prometheus_client import multiprocess  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
+
+from app import start_worker  # noqa: E402
+from app import stop_worker  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.settings import SettingsError  # noqa: E402
 
 # Server socket
 #
 #   bind - Where to listen. 127.0.0.1 behind nginx on the same VM, or a unix
 #          socket ("unix:/run/mcp-server/gunicorn.sock"). Never 0.0.0.0: the
-#          app is meant to sit behind a TLS-terminating proxy.
+#          app is meant to sit behind a TLS-terminating proxy. MCP_BIND.
+#          Under systemd socket activation (mcp-server.socket) the socket comes
+#          from systemd and this is ignored.
 #   backlog - Pending connections the kernel queues; 2048 is the default.
+#   forwarded_allow_ips - Peers whose X-Forwarded-Proto gunicorn believes
+#          (for wsgi.url_scheme). Only the local proxy: nginx on this VM.
+#          The app itself believes X-Forwarded-* only through ProxyFix, for
+#          MCP_TRUSTED_PROXIES hops. MCP_FORWARDED_ALLOW_IPS.
 bind = os.environ.get("MCP_BIND", "127.0.0.1:8000")
 backlog = int(os.environ.get("MCP_BACKLOG", "2048"))
+forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Worker processes
 #
@@ -31,20 +57,31 @@ backlog = int(os.environ.get("MCP_BACKLOG", "2048"))
 #             response and kill it at `timeout`; gthread serves other requests
 #             from other threads while one streams.
 #   threads - Requests in flight per worker, streams included. 4 to 8.
+#             MCP_THREADS.
 #   reuse_port - Each worker gets its own listening socket and the kernel
 #             spreads connections across them; with one shared socket,
-#             keep-alive connections tend to pile onto one worker.
+#             keep-alive connections tend to pile onto one worker. The price:
+#             when a worker stops (reload, SIGHUP) or dies, connections still
+#             queued on its socket are reset, unless the kernel moves them to
+#             a sibling socket: set the sysctl net.ipv4.tcp_migrate_req=1
+#             (Linux 5.14+, docs/deploy.md), or MCP_REUSE_PORT=0 for one
+#             shared socket. Off under socket activation: gunicorn 27 would
+#             then bind its own sockets beside systemd's instead of using the
+#             one it was handed.
 #   timeout - Seconds of silence from a worker before the arbiter restarts it.
 #             gthread workers heartbeat from their main loop, so long
-#             streaming requests do not trip it.
+#             streaming requests do not trip it. MCP_WORKER_TIMEOUT.
 #   graceful_timeout - On SIGTERM or SIGHUP, how long in-flight requests
-#             (a streaming tool call) may take to finish.
+#             (a streaming tool call) may take to finish before the worker is
+#             killed. Longer than your slowest tool; the systemd unit's
+#             TimeoutStopSec must be longer still. MCP_GRACEFUL_TIMEOUT.
 #   keepalive - Seconds an idle keep-alive connection is held; nginx reuses
 #             upstream connections, so longer than nginx's keepalive_timeout.
+_socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) > 0
 workers = int(os.environ.get("MCP_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("MCP_THREADS", "4"))
-reuse_port = True
+reuse_port = os.environ.get("MCP_REUSE_PORT", "1") != "0" and not _socket_activated
 timeout = int(os.environ.get("MCP_WORKER_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("MCP_GRACEFUL_TIMEOUT", "60"))
 keepalive = int(os.environ.get("MCP_KEEPALIVE", "75"))
@@ -62,7 +99,8 @@ limit_request_line = 8190
 #   accesslog - "-" is stderr (journald under systemd); "off" disables it.
 #   access_log_format - Never the query string (a misbehaving client may put
 #             a token there) and never the Authorization header: %(U)s is the
-#             path alone.
+#             path alone. %(h)s is the peer (nginx: 127.0.0.1); the client's
+#             address is in nginx's log.
 accesslog = os.environ.get("MCP_ACCESS_LOG", "-")
 if accesslog in ("", "off"):
     accesslog = None
@@ -71,19 +109,39 @@ loglevel = os.environ.get("MCP_LOG_LEVEL", "info")
 access_log_format = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 # Process naming
-proc_name = "mcp-server"
+proc_name = os.environ.get("MCP_PROC_NAME", "mcp-server")
+
+# Control socket
+#
+#   control_socket - gunicorn 27 listens for `gunicornc` commands (reload, worker
+#             count, shutdown) on a unix socket, by default in $HOME/.gunicorn/,
+#             a path every instance on the VM would share and the hardened
+#             systemd units cannot write. Off unless MCP_CONTROL_SOCKET names a
+#             path, e.g. /run/mcp-server/gunicorn.ctl (mode 0600).
+if os.environ.get("MCP_CONTROL_SOCKET"):
+    control_socket = os.environ["MCP_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
 
 
 # Server hooks
+#
+# systemd: with Type=notify, gunicorn itself sends READY=1 once the arbiter is
+# up (it reads NOTIFY_SOCKET), and it takes sockets handed over by socket
+# activation (LISTEN_FDS); no hook is needed for either.
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Validate the configuration once, in the master, with the real worker count."""
+    """Validate the configuration once, in the master, with the real worker count; start the metrics afresh."""
     try:
         Settings.from_env(workers=server.cfg.workers)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        _remove_temporary_metrics_dir()
         sys.exit(4)
+    # Counters of a previous run would be added to this one's.
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
 
 
 def _loaded_app(worker):  # type: ignore[no-untyped-def]
@@ -104,3 +162,20 @@ def worker_exit(server, worker):  # type: ignore[no-untyped-def]
     app = _loaded_app(worker)
     if app is not None:
         stop_worker(app)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Tell prometheus_client a worker is gone (its counters stay counted; its live gauges go)."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    _remove_temporary_metrics_dir()
+
+
+def _remove_temporary_metrics_dir() -> None:
+    """Remove the metrics folder this file made (one given in the environment belongs to its owner)."""
+    # Recognised by its name: a reload (SIGHUP) runs this file again with the variable already set.
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    if folder.startswith(_TEMPORARY_METRICS_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import audit
 from app import authorization_server_metadata
@@ -21,6 +22,7 @@ from app import cli
 from app import dev_issuer
 from app import errors
 from app import health
+from app import metrics
 from app import protected_resource
 from app import rate_limits
 from app import transport_security
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
 
     errors.init_app(app)
     audit.init_app(app, enabled=settings.audit_log)
+    metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
     limits = rate_limits.RateLimits.from_settings(settings)
     init_auth(
@@ -142,6 +145,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
             scopes=policy,
             resource_url=settings.resource_url,
             throttle=limits.throttle if limits else None,
+            on_refusal=metrics.count_auth_failure,
         ),
     )
     if limits is not None:
@@ -185,6 +189,14 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
         intercept_exceptions=False,
     )
     cli.init_app(app)
+    if settings.trusted_proxies:
+        # X-Forwarded-For and -Proto are believed only from the configured number
+        # of hops (nginx on the same VM is one); with 0 they are ignored, so a
+        # client cannot fake its address. The Host header is not taken from
+        # X-Forwarded-Host: nginx passes the client's Host through, and public
+        # URLs come from MCP_RESOURCE_URL anyway. ``app`` stays a Flask object.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
 
 
@@ -195,7 +207,12 @@ def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> 
         source: KeySource = (
             StaticJWKS(issuer.jwks()) if issuer is not None else RemoteJWKS(config.issuer, config.jwks_uri)
         )
-        keys = KeyStore(source, ttl=settings.jwks_ttl, refetch_cooldown=settings.jwks_refetch_cooldown)
+        keys = KeyStore(
+            source,
+            ttl=settings.jwks_ttl,
+            refetch_cooldown=settings.jwks_refetch_cooldown,
+            on_fetch=metrics.count_jwks_fetch,
+        )
         stores.append(keys)
         validators.append(
             JWTAccessTokenValidator(

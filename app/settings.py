@@ -84,6 +84,8 @@ class Settings:
     introspection_client_id: str | None = None
     introspection_client_secret: str | None = None
     trusted_proxies: int = 0
+    metrics_token: str | None = None
+    metrics_dir: str | None = None
     workers: int = 1
     instance_path: str | None = None
     dev_token_lifetime: int = DEV_TOKEN_LIFETIME
@@ -194,6 +196,13 @@ class Settings:
                 "the same secret (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
             )
 
+        metrics_token = get("MCP_METRICS_TOKEN") or None
+        if metrics_token is not None and (len(metrics_token) < 32 or not metrics_token.isprintable()):
+            raise SettingsError("MCP_METRICS_TOKEN", "must be at least 32 printable characters (use a random value)")
+        metrics_dir = _absolute_path(env, "PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir is not None and not os.path.isdir(metrics_dir):
+            raise SettingsError("PROMETHEUS_MULTIPROC_DIR", f"{metrics_dir!r} is not a directory")
+
         return cls(
             resource_url=resource_url,
             issuer=issuer,
@@ -223,6 +232,8 @@ class Settings:
             as_metadata_proxy=_as_metadata_proxy(env, dev),
             **_introspection(env),
             trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            metrics_token=metrics_token,
+            metrics_dir=metrics_dir,
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
             dev_token_lifetime=_integer(

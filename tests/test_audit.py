@@ -92,3 +92,18 @@ def test_an_insane_request_id_is_replaced(client: FlaskClient, audit: Lines) -> 
     response = client.get("/healthz", headers={"X-Request-Id": "bad id\twith spaces"})
     assert len(response.headers["X-Request-Id"]) == 32
     assert audit.records == []  # only MCP requests are audited
+
+
+def test_a_streamed_call_is_logged_when_its_stream_ends(client: FlaskClient, tokens: Tokens, audit: Lines) -> None:
+    from tests.support.jsonrpc import HANDSHAKE
+
+    headers, body = call_tool("count_to", {"n": 2}, era=HANDSHAKE, token=tokens.mint(sub="streamer"))
+    response = client.post("/mcp", headers=headers, data=body, buffered=False)
+    assert response.content_type == "text/event-stream"
+    chunks = list(response.response)
+    assert audit.records == []  # not before the stream has ended
+    response.close()
+    (record,) = audit.records
+    assert (record["status"], record["tool"], record["sub"]) == (200, "count_to", "streamer")
+    assert record["duration_ms"] >= 350  # two steps of 0.2 s
+    assert b"Counted to 2." in b"".join(chunks)

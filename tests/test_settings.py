@@ -17,6 +17,7 @@ RESOURCE = "https://mcp.example.com/mcp"
 ISSUER = "https://login.example.com/tenant"
 PRODUCTION = {"MCP_RESOURCE_URL": RESOURCE, "MCP_ISSUER": ISSUER}
 SECRET = "s" * 32
+METRICS_TOKEN = "m" * 40
 DEFAULT_HIERARCHY = {"todo:write": frozenset({"todo:read"})}
 DEV_ISSUER = "http://127.0.0.1:5000/dev-issuer"
 STATE_SECRET_REQUIRED = (
@@ -72,6 +73,8 @@ class TestProductionDefaults:
             scope_hierarchy=DEFAULT_HIERARCHY,
             json_response=False,
             trusted_proxies=0,
+            metrics_token=None,
+            metrics_dir=None,
             workers=1,
             instance_path=None,
         )
@@ -95,6 +98,8 @@ class TestProductionDefaults:
             "MCP_SCOPE_HIERARCHY": "todo:admin=todo:write",
             "MCP_JSON_RESPONSE": "1",
             "MCP_TRUSTED_PROXIES": "1",
+            "MCP_METRICS_TOKEN": METRICS_TOKEN,
+            "PROMETHEUS_MULTIPROC_DIR": "/",
             "MCP_WORKERS": "4",
             "MCP_INSTANCE_PATH": "/srv/mcp/instance",
         }
@@ -122,6 +127,8 @@ class TestProductionDefaults:
             scope_hierarchy={"todo:admin": frozenset({"todo:write"})},
             json_response=True,
             trusted_proxies=1,
+            metrics_token=METRICS_TOKEN,
+            metrics_dir="/",
             workers=4,
             instance_path="/srv/mcp/instance",
         )
@@ -646,6 +653,40 @@ class TestIntegers:
     )
     def test_refused(self, variable: str, value: str, problem: str) -> None:
         assert_refused(refusal(production(**{variable: value})), variable, problem)
+
+
+class TestMetrics:
+    @pytest.mark.parametrize(
+        ("variable", "value", "problem"),
+        [
+            pytest.param(
+                "MCP_METRICS_TOKEN",
+                "x" * 31,
+                "must be at least 32 printable characters (use a random value)",
+                id="token-short",
+            ),
+            pytest.param(
+                "MCP_METRICS_TOKEN",
+                "x" * 32 + "\x07",
+                "must be at least 32 printable characters (use a random value)",
+                id="token-control",
+            ),
+            pytest.param(
+                "PROMETHEUS_MULTIPROC_DIR", "metrics", "must be an absolute path, not 'metrics'", id="dir-relative"
+            ),
+            pytest.param(
+                "PROMETHEUS_MULTIPROC_DIR",
+                "/nonexistent/metrics",
+                "'/nonexistent/metrics' is not a directory",
+                id="dir-missing",
+            ),
+        ],
+    )
+    def test_refused(self, variable: str, value: str, problem: str) -> None:
+        assert_refused(refusal(production(**{variable: value})), variable, problem)
+
+    def test_existing_directory(self, tmp_path: Path) -> None:
+        assert Settings.from_mapping(production(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))).metrics_dir == str(tmp_path)
 
 
 class TestInstancePath:

@@ -61,7 +61,11 @@ class BearerAuthentication:
         resource_url: str,
         throttle: FailedAuthenticationThrottle | None = None,
         mcp_endpoint: str = "mcp",
+        on_refusal: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
+        ``keys_unavailable``."""
+        self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
         self.scopes = scopes
@@ -95,6 +99,8 @@ class BearerAuthentication:
             return self.challenger.response(error)
         except KeysUnavailable as error:
             logger.error("refusing a request: no signing keys are loaded")
+            if self.on_refusal is not None:
+                self.on_refusal("keys_unavailable")
             return Challenger.unavailable(error)
         return None
 
@@ -107,6 +113,8 @@ class BearerAuthentication:
             raise InsufficientScope(f"This call requires the scopes: {' '.join(needed)}", scope=needed)
 
     def _log_refusal(self, error: BearerError) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(error.error or "no_token")
         principal: Principal | None = g.get("principal")
         logger.info(
             "refused %s %s: %s %s (%s)%s",

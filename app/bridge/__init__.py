@@ -126,9 +126,9 @@ class MCPBridge:
             if start["status"] >= 400 and not _is_json(headers):
                 return _as_jsonrpc_error(start["status"], chunk)
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
-        return PassThroughResponse(
-            StreamingBody(exchange, chunk), status=start["status"], headers=headers, direct_passthrough=True
-        )
+        # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
+        # response's call_on_close callbacks (audit, metrics) once the stream has ended.
+        return PassThroughResponse(StreamingBody(exchange, chunk), status=start["status"], headers=headers)
 
 
 def _is_json(headers: list[tuple[str, str]]) -> bool:

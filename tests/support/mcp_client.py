@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,11 +22,12 @@ async def connect(
     *,
     era: str = "2026-07-28",
     event_hooks: dict[str, list[Any]] | None = None,
-    verify: Any = True,
+    verify: ssl.SSLContext | bool = True,
     keepalive: bool = True,
     **options: Any,
 ) -> AsyncIterator[Client]:
-    """``keepalive=False`` opens a new connection for every request (to spread them over gunicorn's workers)."""
+    """``verify`` is what the client trusts for https (an SSLContext with a test CA); ``keepalive=False``
+    opens a new connection for every request (to spread them over gunicorn's workers)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http_options: dict[str, Any] = {"headers": headers, "timeout": httpx2.Timeout(30, read=60), "verify": verify}
     if not keepalive:

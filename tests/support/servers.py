@@ -110,3 +110,48 @@ def start_gunicorn(
     ]
     base = f"http://127.0.0.1:{port}"
     return ServerProcess(args, env, log_path, base + "/readyz"), base
+
+
+UWSGI_LOG_FORMAT = '%(addr) [pid %(pid)] "%(method) %(var.PATH_INFO) %(proto)" %(status) %(size) %(msecs)ms'
+
+
+def start_uwsgi(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    fifo: Path,
+    lazy_apps: bool = False,
+    port: int | None = None,
+    wsgi_file: Path = ROOT / "wsgi.py",
+) -> tuple[ServerProcess, str]:
+    """uWSGI (the pyuwsgi wheel) as WSGI hosts run it: a master, 2 processes, no --enable-threads.
+
+    ``wsgi_file`` (``wsgi.py``, or the host-style file in docs/) is the WSGI
+    file and ``application`` its callable, as on PythonAnywhere. The master loads the app and forks the workers, unless
+    ``lazy_apps``. ``--http11-socket`` keeps connections alive like a front
+    proxy would; the log format leaves out query strings (uWSGI's default
+    request line has them). ``fifo`` is the master FIFO for reloads and a
+    graceful shutdown.
+    """
+    port = port or free_port()
+    args = [
+        str(BIN / "uwsgi"),
+        "--master",
+        "--processes",
+        "2",
+        "--http11-socket",
+        f"127.0.0.1:{port}",
+        "--wsgi-file",
+        str(wsgi_file),
+        "--callable",
+        "application",
+        "--need-app",
+        "--die-on-term",
+        "--master-fifo",
+        str(fifo),
+        "--log-format",
+        UWSGI_LOG_FORMAT,
+        *(["--lazy-apps"] if lazy_apps else []),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    return ServerProcess(args, env, log_path, base + "/readyz"), base
