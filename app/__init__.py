@@ -85,12 +85,13 @@ def _configure_logging() -> None:
     # The SDK logs every stateless exchange at INFO; keep its warnings and errors.
     logging.getLogger("mcp").setLevel(logging.WARNING)
     # One pure JSON object per line, whatever the format of the other logs.
-    if not audit.audit_logger.handlers:
+    audit.audit_logger.setLevel(logging.INFO)
+    audit.audit_logger.propagate = False
+    if not any(getattr(handler, "mcp_audit", False) for handler in audit.audit_logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.mcp_audit = True  # type: ignore[attr-defined]
         audit.audit_logger.addHandler(handler)
-        audit.audit_logger.setLevel(logging.INFO)
-        audit.audit_logger.propagate = False
     werkzeug_logger = logging.getLogger("werkzeug")
     if not any(isinstance(f, RedactQueryStrings) for f in werkzeug_logger.filters):
         werkzeug_logger.addFilter(RedactQueryStrings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,22 @@ from app import create_app
 from app import stop_worker
 from app.settings import Settings
 from tests.support.issuer import MockIssuer
+from tests.support.token_scan import TokenSniffer
 
 RESOURCE = "http://localhost/mcp"
+
+# Every log record of this process is checked for tokens, test by test; servers the tests start check
+# their own logs when they stop (tests/support/servers.py).
+SNIFFER = TokenSniffer()
+for _name in ("", "app.audit"):
+    logging.getLogger(_name).addHandler(SNIFFER)
+
+
+@pytest.fixture(autouse=True)
+def no_token_is_ever_logged() -> Iterator[None]:
+    before = len(SNIFFER.hits)
+    yield
+    assert SNIFFER.hits[before:] == [], "a token reached a log line"
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.token_scan import find_tokens
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -74,6 +76,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Stop the server; fail if its log (access log and app log) ever carried a token."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -81,7 +84,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            leaked = find_tokens(self.log())
+            assert not leaked, f"{self.args[0]} logged tokens: {leaked}"
         return self.process.returncode
 
 
