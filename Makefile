@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Debian packages the tests run for real; installed by `make test` when missing.
-SYSTEM_PACKAGES := chromium nginx systemd
+SYSTEM_PACKAGES := chromium nginx systemd redis-server
 # Node 22 and the official MCP conformance suite, pinned by package-lock.json; kept until the lock changes.
 HARNESS := tests/conformance/harness
 HARNESS_INSTALLED := $(HARNESS)/node_modules/.installed

@@ -1,0 +1,99 @@
+"""Two gunicorn instances holding one rate limit together through a real Redis."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.e2e.conftest import RunningServer
+from tests.support.issuer import MockIssuer
+from tests.support.jsonrpc import request_body
+from tests.support.jsonrpc import request_headers
+from tests.support.servers import free_port
+from tests.support.servers import start_gunicorn
+
+pytestmark = pytest.mark.e2e
+LIST = request_body("tools/list")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's redis-server (installed by make test) on a loopback port, no persistence, stopped by pid."""
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is missing: make test installs the Debian package"
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def two_instances(
+    issuer: MockIssuer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[RunningServer]]:
+    servers = []
+    for number in (1, 2):
+        folder: Path = tmp_path_factory.mktemp(f"limited-{number}")
+        port = free_port()
+        env = {
+            # Both instances serve the same public resource; each is reached on its own port here.
+            "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+            "MCP_AUDIENCE": "https://mcp.example.com/mcp",
+            "MCP_ISSUER": issuer.issuer,
+            "MCP_STATE_SECRET": "limits-state-secret-0123456789-abcdefghijklmno",
+            "MCP_INSTANCE_PATH": str(folder / "instance"),
+            "MCP_RATE_LIMIT": "10/minute",
+            "MCP_RATE_LIMIT_FAILED_AUTH": "4/minute",
+            "MCP_RATE_LIMIT_STORAGE": redis_url,
+        }
+        process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
+        servers.append(RunningServer(process, base, issuer))
+    yield servers
+    for server in servers:
+        assert server.process.stop() == 0
+
+
+def test_one_users_limit_is_shared_by_every_worker_of_both_instances(
+    two_instances: list[RunningServer], issuer: MockIssuer
+) -> None:
+    token = issuer.mint("https://mcp.example.com/mcp", sub="shared-limit-user")
+    statuses = []
+    for n in range(14):
+        server = two_instances[n % 2]
+        with httpx2.Client() as http:  # a new connection each time: any worker of either instance
+            response = http.post(server.url, headers=request_headers("tools/list", token=token), json=LIST)
+        statuses.append(response.status_code)
+    assert statuses.count(200) == 10, statuses
+    assert statuses.count(429) == 4, statuses
+    assert statuses[:10] == [200] * 10
+
+
+def test_refused_credentials_are_counted_across_instances(two_instances: list[RunningServer]) -> None:
+    statuses = []
+    for n in range(6):
+        server = two_instances[n % 2]
+        response = httpx2.post(server.url, headers=request_headers("tools/list", token=f"guess-{n}"), json=LIST)
+        statuses.append(response.status_code)
+    assert statuses == [401, 401, 401, 401, 429, 429]
