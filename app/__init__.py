@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
                 "allow_headers": MCP_REQUEST_HEADERS,
                 "expose_headers": MCP_RESPONSE_HEADERS,
                 "methods": ["GET", "POST", "DELETE"],
+                "always_send": False,  # no CORS headers for requests that carry no Origin
             },
         },
         intercept_exceptions=False,
