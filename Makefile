@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := chromium nginx systemd redis-server
 HARNESS := tests/conformance/harness
 HARNESS_INSTALLED := $(HARNESS)/node_modules/.installed
 
-.PHONY: run test lint format install clean system-packages conformance-harness
+.PHONY: run test lint format install clean system-packages conformance-harness bench
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: $(INSTALLED) system-packages $(HARNESS_INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The benchmark against the SDK's native server (see README, Performance); a few minutes, results in bench/results/.
+bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	@scripts/ensure-debian-packages wrk
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -135,7 +136,8 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
 
     errors.init_app(app)
     audit.init_app(app, enabled=settings.audit_log)
-    metrics.init_app(app, settings, known_tools=policy.tool_requirements())
+    if settings.metrics:
+        metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
     limits = rate_limits.RateLimits.from_settings(settings)
     init_auth(
@@ -247,6 +249,11 @@ def start_worker(app: Flask) -> None:
     app.extensions["mcp_bridge"].start_worker()
     for keys in app.extensions["mcp_keys"]:
         keys.ensure_loaded()
+    # Everything alive now (the app, the SDK, the loaded modules) lives as long as the worker: move it
+    # out of the collector's sight, so full collections scan only what requests allocate. Measured
+    # with bench/run.py: about 10 % less CPU per request and a much shorter p99.
+    gc.collect()
+    gc.freeze()
 
 
 def stop_worker(app: Flask) -> None:

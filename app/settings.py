@@ -75,6 +75,7 @@ class Settings:
     json_response: bool = False
     stateful: bool = False
     audit_log: bool = True
+    metrics: bool = True
     rate_limit: str | None = "600/minute"
     rate_limit_failed_auth: str = "60/minute"
     rate_limit_storage: str = "memory://"
@@ -224,6 +225,7 @@ class Settings:
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
+            metrics=_boolean(env, "MCP_METRICS", default=True),
             rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
             rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", "60/minute") or "60/minute",
             rate_limit_storage=_rate_limit_storage(env),

@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative")
+    parser.add_argument("--lean", action="store_true", help="audit log, metrics and rate limits off")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE settings to add")
     parser.add_argument("--era", default=MODERN, choices=[MODERN, HANDSHAKE])
     parser.add_argument("--method", default="tools/call", choices=["tools/call", "tools/list"])
     options = parser.parse_args()
@@ -42,6 +44,8 @@ def main() -> None:
                 "MCP_ISSUER": issuer.issuer,
                 "MCP_AUDIENCE": AUDIENCE,
                 "MCP_INSTANCE_PATH": folder,
+                **({"MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"} if options.lean else {}),
+                **dict(item.split("=", 1) for item in options.env),
             }
         )
         app = create_app(settings)

@@ -170,7 +170,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 def gunicorn_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
     args = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}", "wsgi:app"]
-    return ServerProcess(args, env, folder / "ours.log", f"http://127.0.0.1:{port}/readyz")
+    return ServerProcess(args, env, folder / f"ours-{port}.log", f"http://127.0.0.1:{port}/readyz")
 
 
 def gunicorn_native(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
@@ -303,7 +303,7 @@ def report(rows: list[Row], reference: str) -> str:
         low, high = row.span("rps")
         native = by_key.get((reference, row.request, row.connections))
         ratio = ""
-        if row.server == "ours" and native is not None:
+        if row.server.startswith("ours") and native is not None:
             ratio = (
                 f"{row.median('rps') / native.median('rps'):.2f}x req/s, "
                 f"p50 {row.median('p50_ms') / native.median('p50_ms'):.2f}x, "
@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--leak-requests", type=int, default=100_000, help="0 skips the memory check")
-    parser.add_argument("--servers", default="ours,native-gunicorn,native-uvicorn,ceiling")
+    parser.add_argument("--servers", default="ours,ours-full,native-gunicorn,native-uvicorn,ceiling")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (make bench installs it)")
@@ -346,12 +346,17 @@ def main() -> None:
             "MCP_AUDIENCE": AUDIENCE,
             "MCP_STATE_SECRET": STATE_SECRET,
             "MCP_INSTANCE_PATH": str(folder / "instance"),
-            "MCP_ACCESS_LOG": "off",
-            "MCP_AUDIT_LOG": "off",
             "MCP_LOG_LEVEL": "warning",
+        }
+        # "ours": like the reference, no access log, audit log, metrics or rate limits.
+        # "ours-full": all of them on, as shipped (the limit raised past what one benchmark token sends).
+        variants = {
+            "ours": {"MCP_ACCESS_LOG": "off", "MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"},
+            "ours-full": {"MCP_RATE_LIMIT": "1000000/minute"},
         }
         starters = {
             "ours": gunicorn_ours,
+            "ours-full": gunicorn_ours,
             "native-gunicorn": gunicorn_native,
             "native-uvicorn": uvicorn_native,
             "ceiling": gunicorn_ceiling,
@@ -360,8 +365,8 @@ def main() -> None:
         try:
             for name, port in ports.items():
                 env = dict(common)
-                if name == "ours":
-                    env = {**ours_env, "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp"}
+                if name in variants:
+                    env = {**ours_env, **variants[name], "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp"}
                 servers[name] = starters[name](port, env, folder)
                 started.append(servers[name])
             urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
