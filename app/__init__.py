@@ -140,6 +140,8 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
         metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
     limits = rate_limits.RateLimits.from_settings(settings)
+    if limits is not None:
+        app.extensions["mcp_rate_limits"] = limits
     init_auth(
         app,
         BearerAuthentication(
@@ -147,12 +149,10 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
             challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
             scopes=policy,
             resource_url=settings.resource_url,
-            throttle=limits.throttle if limits else None,
+            limits=limits,
             on_refusal=metrics.count_auth_failure,
         ),
     )
-    if limits is not None:
-        limits.init_app(app)  # after authentication: its key is the verified caller
     protected_resource.init_app(app, settings)
     if settings.as_metadata_proxy:
         authorization_server_metadata.init_app(app, settings)

@@ -440,7 +440,7 @@ def _introspection(env: Mapping[str, str]) -> dict[str, str | None]:
 
 
 def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_off: bool = False) -> str | None:
-    """A Flask-Limiter limit string such as ``120/minute;2000/hour``; ``off`` disables where allowed."""
+    """A rate limit such as ``120/minute;2000/hour`` (the ``limits`` syntax); ``off`` disables where allowed."""
     value = env.get(variable, "").strip() or default
     if allow_off and value.lower() in ("off", "0"):
         return None

@@ -386,12 +386,13 @@ def main() -> None:
             ]
             for round_number in range(1, options.rounds + 1):
                 for server, request, connections in plan:
+                    shown = request if server != "ceiling" else "Flask 'ok'"
                     row = next(
-                        (x for x in rows if (x.server, x.request, x.connections) == (server, request, connections)),
+                        (x for x in rows if (x.server, x.request, x.connections) == (server, shown, connections)),
                         None,
                     )
                     if row is None:
-                        row = Row(server, request if server != "ceiling" else "Flask 'ok'", connections)
+                        row = Row(server, shown, connections)
                         rows.append(row)
                     result = run_wrk(urls[server], scripts[request], connections, options.seconds, servers[server].pid)
                     row.rounds.append(result)

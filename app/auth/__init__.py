@@ -35,7 +35,7 @@ from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
-from app.rate_limits import FailedAuthenticationThrottle
+from app.rate_limits import RateLimits
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class BearerAuthentication:
         challenger: Challenger,
         scopes: ScopePolicy,
         resource_url: str,
-        throttle: FailedAuthenticationThrottle | None = None,
+        limits: RateLimits | None = None,
         mcp_endpoint: str = "mcp",
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
@@ -70,7 +70,7 @@ class BearerAuthentication:
         self.challenger = challenger
         self.scopes = scopes
         self.resource_url = resource_url
-        self.throttle = throttle
+        self.limits = limits
         self.mcp_endpoint = mcp_endpoint
 
     def authenticate(self) -> Response | None:
@@ -86,16 +86,18 @@ class BearerAuthentication:
             principal = self.verifier.validate(token)
             g.principal = principal
             g.claims = principal.claims
+            if self.limits is not None and (too_many := self.limits.admit(principal)) is not None:
+                return too_many
             if request.endpoint == self.mcp_endpoint:
                 g.mcp_user = authenticated_user(principal.to_access_token(token, self.resource_url))
                 self._check_scopes(principal)
         except BearerError as error:
             g.auth_error = error
             self._log_refusal(error)
-            if self.throttle is not None and error.status_code != 403:
-                retry_after = self.throttle.refuse(request.remote_addr)
-                if retry_after is not None:
-                    return self.throttle.response(retry_after)
+            if self.limits is not None and error.status_code != 403:
+                too_many = self.limits.refuse(request.remote_addr)
+                if too_many is not None:
+                    return too_many
             return self.challenger.response(error)
         except KeysUnavailable as error:
             logger.error("refusing a request: no signing keys are loaded")

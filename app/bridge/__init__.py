@@ -19,11 +19,13 @@ from flask import g
 from flask import request
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+from app.bridge.asgi_to_wsgi import TIMED_OUT
 from app.bridge.asgi_to_wsgi import ASGIExchange
 from app.bridge.asgi_to_wsgi import Exchange
 from app.bridge.asgi_to_wsgi import StreamingBody
 from app.bridge.asgi_to_wsgi import ThreadedExchange
 from app.bridge.asgi_to_wsgi import asgi_scope
+from app.bridge.asgi_to_wsgi import client_socket
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
@@ -31,11 +33,13 @@ from app.bridge.event_loop import LoopThread
 if TYPE_CHECKING:
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
     from mcp.server.mcpserver import MCPServer
+    from starlette.types import Message
     from starlette.types import Scope
 
     from app.settings import Settings
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+FIRST_EVENT_WAIT = 1.0
 EXTENSION_KEY = "mcp_bridge"
 
 
@@ -108,7 +112,11 @@ class MCPBridge:
         exchange = self._exchange(scope, body, user)
         try:
             start = exchange.next_message()
-            first = exchange.next_message() if start is not None else None
+            first = None
+            if start is not None:
+                # A stream's first event usually follows its headers at once, and then both leave in
+                # one write; a stream that stays silent (a session's GET stream) gets its headers now.
+                first = exchange.next_message(timeout=FIRST_EVENT_WAIT if _is_event_stream(start) else None)
         except BaseException:
             exchange.close()
             raise
@@ -120,15 +128,22 @@ class MCPBridge:
                 content_type="application/json",
             )
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        if first is TIMED_OUT:
+            first = {"type": "http.response.body", "body": b"", "more_body": True}
         chunk = bytes(first.get("body", b"")) if first is not None else b""
         if first is None or not first.get("more_body", False):
             exchange.close()
             if start["status"] >= 400 and not _is_json(headers):
                 return _as_jsonrpc_error(start["status"], chunk)
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
+        exchange.watch_client(client_socket(request.environ))
         # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
         # response's call_on_close callbacks (audit, metrics) once the stream has ended.
         return PassThroughResponse(StreamingBody(exchange, chunk), status=start["status"], headers=headers)
+
+
+def _is_event_stream(start: Message) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", []))
 
 
 def _is_json(headers: list[tuple[str, str]]) -> bool:

@@ -24,7 +24,10 @@ import asyncio
 import contextvars
 import logging
 import queue
+import socket
+import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -80,10 +83,42 @@ def asgi_scope(environ: WSGIEnvironment, path: str, extra: dict[str, Any] | None
     return scope
 
 
+WATCH_INTERVAL = 0.5
+
+
+class _TimedOut:
+    """What ``next_message(timeout=...)`` returns when nothing came in time."""
+
+
+TIMED_OUT: Any = _TimedOut()
+
+
+def client_socket(environ: WSGIEnvironment) -> socket.socket | None:
+    """The connection to the client, where the WSGI server exposes it (gunicorn, Werkzeug), unless TLS."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+        return None
+    return sock
+
+
+def client_state(sock: socket.socket) -> bool | None:
+    """True once the client closed the connection, False while it is silent; None if it sent more
+    (a pipelined request), which says nothing either way."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return True if data == b"" else None
+
+
 class Exchange(Protocol):
     """One request in flight, as the WSGI side sees it."""
 
-    def next_message(self) -> Message | None: ...
+    def next_message(self, timeout: float | None = None) -> Message | None: ...
+
+    def watch_client(self, sock: socket.socket | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -109,8 +144,35 @@ class ASGIExchange:
         self._closed = False
         self._complete = False
         self._on_done = on_done
+        self._watched: socket.socket | None = None
         self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
         self._task.add_done_callback(self._wake)
+
+    def watch_client(self, sock: socket.socket | None) -> None:
+        """While the loop waits for the next event of a stream, notice the client hanging up.
+
+        A WSGI server learns of a vanished client only when it next writes; watching
+        the socket cancels the tool at once instead of at its next event.
+        """
+        if sock is None:
+            return
+        self._loop.add_reader(sock.fileno(), self._client_readable)
+        self._watched = sock
+
+    def _client_readable(self) -> None:
+        assert self._watched is not None
+        state = client_state(self._watched)
+        if state is False:
+            return
+        self._unwatch()
+        if state:
+            self._disconnect.set()
+            self._task.cancel()
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            self._loop.remove_reader(self._watched.fileno())
+            self._watched = None
 
     async def _receive(self) -> Message:
         if self._body is not None:
@@ -131,13 +193,17 @@ class ASGIExchange:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
-    def next_message(self) -> Message | None:
-        """The application's next message, driving the loop until it comes; None once it is finished."""
+    def next_message(self, timeout: float | None = None) -> Message | None:
+        """The application's next message, driving the loop until it comes; None once it is finished.
+
+        With ``timeout``, :data:`TIMED_OUT` if nothing came within that many seconds.
+        """
         while not self._messages:
             if self._task.done():
                 return None
             self._wakeup = self._loop.create_future()
-            self._serving.drive(self._wakeup)
+            if not self._serving.drive(self._wakeup, timeout):
+                return TIMED_OUT
         message = self._messages.popleft()
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self._complete = True
@@ -152,6 +218,7 @@ class ASGIExchange:
         if self._closed:
             return
         self._closed = True
+        self._unwatch()  # the socket goes back to the WSGI server
         try:
             if not self._complete:
                 self._disconnect.set()
@@ -189,7 +256,16 @@ class ThreadedExchange:
         self._complete = False
         self._task: asyncio.Task[None] | None = None
         self._disconnect: asyncio.Event | None = None
+        self._watched: socket.socket | None = None
         self._loop.call_soon_threadsafe(self._start, app, scope, context)
+
+    def watch_client(self, sock: socket.socket | None) -> None:
+        """Check the client's socket every half second while waiting: a closed one cancels the exchange.
+
+        A stateful session's GET stream may stay silent for a long time; without this
+        it would hold a worker thread until the SDK's next keep-alive ping fails.
+        """
+        self._watched = sock
 
     def _start(self, app: ASGIApp, scope: Scope, context: contextvars.Context) -> None:
         self._disconnect = asyncio.Event()
@@ -220,10 +296,28 @@ class ThreadedExchange:
         if self._task is not None:
             self._task.cancel()
 
-    def next_message(self) -> Message | None:
+    def next_message(self, timeout: float | None = None) -> Message | None:
         if self._done.is_set() and self._queue.empty():
             return None
-        message = self._queue.get()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = WATCH_INTERVAL if self._watched is not None else None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return TIMED_OUT
+                wait = left if wait is None else min(wait, left)
+            try:
+                message = self._queue.get(timeout=wait)
+                break
+            except queue.Empty:
+                if self._watched is None:
+                    continue
+                state = client_state(self._watched)
+                if state is not False:
+                    self._watched = None
+                    if state:
+                        self._loop.call_soon_threadsafe(self._abort)
         if message is _END:
             return None
         if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -244,16 +338,17 @@ class ThreadedExchange:
 class StreamingBody:
     """The WSGI response iterable of a streamed answer: one chunk per ASGI body message."""
 
-    def __init__(self, exchange: Exchange, first_chunk: bytes) -> None:
+    def __init__(self, exchange: Exchange, first_chunk: bytes | None = None) -> None:
         self._exchange = exchange
-        self._pending: bytes | None = first_chunk
+        self._pending = first_chunk
         self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        if self._pending:
+        if self._pending is not None:
+            # Returned even when empty: the WSGI server then sends the headers at once.
             chunk, self._pending = self._pending, None
             return chunk
         while not self._finished:

@@ -88,7 +88,7 @@ def test_chunks_stream_as_they_are_sent(serving: ServingLoop) -> None:
     ex = exchange(serving, app)
     ex.next_message()
     start = time.monotonic()
-    arrivals = [(chunk, time.monotonic() - start) for chunk in StreamingBody(ex, b"")]
+    arrivals = [(chunk, time.monotonic() - start) for chunk in StreamingBody(ex)]
     assert [chunk for chunk, _ in arrivals] == [b"0", b"1", b"2"]
     assert arrivals[0][1] < 0.19 < arrivals[1][1] < 0.29 < arrivals[2][1]
 
@@ -115,7 +115,7 @@ def test_closing_early_disconnects_and_cancels(serving: ServingLoop) -> None:
 
     ex = exchange(serving, app)
     ex.next_message()
-    body = StreamingBody(ex, b"")
+    body = StreamingBody(ex)
     assert next(body) == b"."
     started = time.monotonic()
     body.close()

@@ -96,3 +96,42 @@ def test_an_unknown_session_is_404(stateful_server: RunningServer) -> None:
     }
     response = httpx2.post(stateful_server.url, headers=headers, json=request_body("tools/list", era=HANDSHAKE))
     assert response.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def one_thread_stateful(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder: Path = tmp_path_factory.mktemp("stateful-one-thread")
+    port = free_port()
+    env = {
+        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        "MCP_ISSUER": issuer.issuer,
+        "MCP_STATEFUL": "1",
+        "MCP_INSTANCE_PATH": str(folder / "instance"),
+    }
+    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=1, threads=1)
+    yield RunningServer(process, base, issuer)
+    assert process.stop() == 0, process.log()
+
+
+def test_an_abandoned_get_stream_frees_its_thread_at_once(one_thread_stateful: RunningServer) -> None:
+    """Without watching the socket, the only thread would stay taken until the SDK's 15 s keep-alive ping."""
+    import socket
+    import time
+
+    server = one_thread_stateful
+    token = server.token()
+    opened = httpx2.post(server.url, headers=request_headers("initialize", era=HANDSHAKE, token=token), json=INITIALIZE)
+    session = opened.headers["mcp-session-id"]
+    port = int(server.base.rsplit(":", 1)[1])
+    request = (
+        f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Bearer {token}\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {HANDSHAKE}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the stream is open and holds the thread
+    started = time.monotonic()
+    headers = {**request_headers("tools/list", era=HANDSHAKE, token=token), "Mcp-Session-Id": session}
+    listed = httpx2.post(server.url, headers=headers, json=request_body("tools/list", era=HANDSHAKE), timeout=30)
+    assert listed.status_code == 200
+    assert time.monotonic() - started < 5
