@@ -13,9 +13,10 @@ What is translated:
   away), the application receives ``http.disconnect`` and its task is
   cancelled, which cancels the running tool.
 
-What it cannot do: a WSGI server notices a vanished client only when it next
-writes, so cancellation happens at the next event of the stream (the SDK pings
-idle streams every 15 seconds).
+A WSGI server notices a vanished client only when it next writes. Where the
+server exposes the client's socket (gunicorn, Werkzeug), :meth:`watch_client`
+notices the hang-up while the stream waits; elsewhere (uWSGI) cancellation
+happens at the stream's next event (the SDK pings idle streams every 15 s).
 """
 
 from __future__ import annotations
