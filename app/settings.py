@@ -56,10 +56,7 @@ class Settings:
     """Everything the server needs to know, already checked."""
 
     resource_url: str
-    issuer: str
-    jwks_uri: str | None = None
-    audiences: tuple[str, ...] = ()
-    issuers: tuple[IssuerConfig, ...] = ()
+    issuers: tuple[IssuerConfig, ...]
     authorization_servers: tuple[str, ...] = ()
     scopes_supported: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
@@ -90,6 +87,19 @@ class Settings:
     workers: int = 1
     instance_path: str | None = None
     dev_token_lifetime: int = DEV_TOKEN_LIFETIME
+
+    @property
+    def issuer(self) -> str:
+        """The first (usually the only) trusted issuer: the development issuer, the one documents name."""
+        return self.issuers[0].issuer
+
+    @property
+    def jwks_uri(self) -> str | None:
+        return self.issuers[0].jwks_uri
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        return self.issuers[0].audiences
 
     @property
     def endpoint_path(self) -> str:
@@ -162,8 +172,6 @@ class Settings:
 
         if dev:
             issuers = (IssuerConfig(issuer, None, _audiences(env, resource_url)),)
-        jwks_uri = issuers[0].jwks_uri
-        audiences = issuers[0].audiences
         default_servers: tuple[str, ...] = tuple(i.issuer for i in issuers)
         if get("SCALEKIT_RESOURCE_ID") and not get("MCP_ISSUER"):
             default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
@@ -206,9 +214,6 @@ class Settings:
 
         return cls(
             resource_url=resource_url,
-            issuer=issuer,
-            jwks_uri=jwks_uri,
-            audiences=audiences,
             issuers=issuers,
             authorization_servers=authorization_servers,
             scopes_supported=scopes_supported,

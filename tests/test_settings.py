@@ -55,9 +55,6 @@ class TestProductionDefaults:
     def test_minimal_configuration_fills_in_every_default(self) -> None:
         assert Settings.from_mapping(PRODUCTION) == Settings(
             resource_url=RESOURCE,
-            issuer=ISSUER,
-            jwks_uri=None,
-            audiences=(RESOURCE,),
             issuers=(IssuerConfig(ISSUER, None, (RESOURCE,)),),
             authorization_servers=(ISSUER,),
             scopes_supported=(),
@@ -105,9 +102,6 @@ class TestProductionDefaults:
         }
         assert Settings.from_mapping(env) == Settings(
             resource_url="https://mcp.example.com/api/mcp",
-            issuer=ISSUER,
-            jwks_uri="https://login.example.com/tenant/keys",
-            audiences=("https://mcp.example.com/api/mcp", "api://mcp"),
             issuers=(
                 IssuerConfig(
                     ISSUER, "https://login.example.com/tenant/keys", ("https://mcp.example.com/api/mcp", "api://mcp")
@@ -368,8 +362,6 @@ class TestDevelopmentMode:
     def test_defaults(self) -> None:
         assert Settings.from_mapping({"MCP_DEV": "1"}) == Settings(
             resource_url="http://127.0.0.1:5000/mcp",
-            issuer=DEV_ISSUER,
-            audiences=("http://127.0.0.1:5000/mcp",),
             issuers=(IssuerConfig(DEV_ISSUER, None, ("http://127.0.0.1:5000/mcp",)),),
             authorization_servers=(DEV_ISSUER,),
             scopes_supported=("todo:read", "todo:write", "todo:delete"),

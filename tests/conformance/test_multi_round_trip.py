@@ -33,13 +33,13 @@ from tests.conformance.fixture import CONFIRM_KEY
 from tests.conformance.fixture import CONFIRM_SCHEMA
 from tests.conformance.fixture import SCOPES
 from tests.conformance.fixture import register_fixture
-from tests.e2e.conftest import RunningServer
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.jsonrpc import result_of
 from tests.support.mcp_client import connect
 from tests.support.mcp_client import text_of
+from tests.support.servers import RunningServer
 from tests.support.servers import free_port
 from tests.support.servers import start_gunicorn
 

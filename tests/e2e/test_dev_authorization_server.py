@@ -10,13 +10,11 @@ issued.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -36,6 +34,7 @@ from tests.support.oauth import authorization_url
 from tests.support.oauth import consent
 from tests.support.oauth import pkce
 from tests.support.oauth import query_of
+from tests.support.token_scan import find_tokens
 
 pytestmark = [pytest.mark.e2e]
 REDIRECT_URI = "http://127.0.0.1:8765/callback"
@@ -403,7 +402,5 @@ class TestRefusals:
 def test_tokens_never_reach_the_log(dev_server: DevServer) -> None:
     log = dev_server.process.log()
     assert "issued an access token and a refresh token for authorization_code" in log
-    assert re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.", log) is None
+    assert find_tokens(log) == []
     assert "code=" not in log and "refresh_token=" not in log
-    assert json.dumps(log)
-    assert urlsplit(dev_server.base).hostname == "127.0.0.1"

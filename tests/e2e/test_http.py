@@ -6,20 +6,18 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.jsonrpc import result_of
-from tests.support.servers import free_port
-from tests.support.servers import start_gunicorn
+from tests.support.servers import RunningServer
+from tests.support.servers import start_app
 
 pytestmark = pytest.mark.e2e
 
@@ -122,16 +120,9 @@ def test_stateless_mode_has_no_standalone_stream_or_session(gunicorn_server: Run
 @pytest.fixture(scope="module")
 def single_thread_server(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One worker with one thread: a tool still running would block every later request."""
-    folder: Path = tmp_path_factory.mktemp("single")
-    port = free_port()
-    env = {
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-        "MCP_ISSUER": issuer.issuer,
-        "MCP_INSTANCE_PATH": str(folder / "instance"),
-    }
-    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=1, threads=1)
-    yield RunningServer(process, base, issuer)
-    assert process.stop() == 0, process.log()
+    server = start_app(issuer, tmp_path_factory.mktemp("single"), workers=1, threads=1)
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("era", ["2026-07-28", HANDSHAKE])

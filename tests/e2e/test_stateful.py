@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import request_body
@@ -17,8 +15,8 @@ from tests.support.jsonrpc import request_headers
 from tests.support.jsonrpc import result_of
 from tests.support.mcp_client import connect
 from tests.support.mcp_client import text_of
-from tests.support.servers import free_port
-from tests.support.servers import start_gunicorn
+from tests.support.servers import RunningServer
+from tests.support.servers import start_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -31,17 +29,9 @@ INITIALIZE = request_body(
 
 @pytest.fixture(scope="module")
 def stateful_server(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    folder: Path = tmp_path_factory.mktemp("stateful")
-    port = free_port()
-    env = {
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-        "MCP_ISSUER": issuer.issuer,
-        "MCP_STATEFUL": "1",
-        "MCP_INSTANCE_PATH": str(folder / "instance"),
-    }
-    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=1, threads=8)
-    yield RunningServer(process, base, issuer)
-    assert process.stop() == 0, process.log()
+    server = start_app(issuer, tmp_path_factory.mktemp("stateful"), workers=1, threads=8, MCP_STATEFUL="1")
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("era", ["2026-07-28", HANDSHAKE])
@@ -100,17 +90,9 @@ def test_an_unknown_session_is_404(stateful_server: RunningServer) -> None:
 
 @pytest.fixture(scope="module")
 def one_thread_stateful(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    folder: Path = tmp_path_factory.mktemp("stateful-one-thread")
-    port = free_port()
-    env = {
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-        "MCP_ISSUER": issuer.issuer,
-        "MCP_STATEFUL": "1",
-        "MCP_INSTANCE_PATH": str(folder / "instance"),
-    }
-    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=1, threads=1)
-    yield RunningServer(process, base, issuer)
-    assert process.stop() == 0, process.log()
+    server = start_app(issuer, tmp_path_factory.mktemp("stateful-one"), workers=1, threads=1, MCP_STATEFUL="1")
+    yield server
+    server.stop()
 
 
 def test_an_abandoned_get_stream_frees_its_thread_at_once(one_thread_stateful: RunningServer) -> None:

@@ -10,12 +10,12 @@ from dataclasses import field
 import httpx2
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from tests.security.test_bad_tokens import BAD_TOKENS
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import MODERN
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.e2e
 

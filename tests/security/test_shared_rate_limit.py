@@ -7,17 +7,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
+from tests.support.servers import RunningServer
 from tests.support.servers import free_port
-from tests.support.servers import start_gunicorn
+from tests.support.servers import start_app
 
 pytestmark = pytest.mark.e2e
 LIST = request_body("tools/list")
@@ -55,26 +54,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def two_instances(
     issuer: MockIssuer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[RunningServer]]:
-    servers = []
-    for number in (1, 2):
-        folder: Path = tmp_path_factory.mktemp(f"limited-{number}")
-        port = free_port()
-        env = {
+    servers = [
+        start_app(
+            issuer,
+            tmp_path_factory.mktemp(f"limited-{number}"),
             # Both instances serve the same public resource; each is reached on its own port here.
-            "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-            "MCP_AUDIENCE": "https://mcp.example.com/mcp",
-            "MCP_ISSUER": issuer.issuer,
-            "MCP_STATE_SECRET": "limits-state-secret-0123456789-abcdefghijklmno",
-            "MCP_INSTANCE_PATH": str(folder / "instance"),
-            "MCP_RATE_LIMIT": "10/minute",
-            "MCP_RATE_LIMIT_FAILED_AUTH": "4/minute",
-            "MCP_RATE_LIMIT_STORAGE": redis_url,
-        }
-        process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
-        servers.append(RunningServer(process, base, issuer))
+            MCP_AUDIENCE="https://mcp.example.com/mcp",
+            MCP_RATE_LIMIT="10/minute",
+            MCP_RATE_LIMIT_FAILED_AUTH="4/minute",
+            MCP_RATE_LIMIT_STORAGE=redis_url,
+        )
+        for number in (1, 2)
+    ]
     yield servers
     for server in servers:
-        assert server.process.stop() == 0
+        server.stop()
 
 
 def test_one_users_limit_is_shared_by_every_worker_of_both_instances(

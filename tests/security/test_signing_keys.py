@@ -10,15 +10,15 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.servers import BIN
 from tests.support.servers import ROOT
+from tests.support.servers import RunningServer
 from tests.support.servers import ServerProcess
 from tests.support.servers import free_port
-from tests.support.servers import start_gunicorn
+from tests.support.servers import start_app
 
 pytestmark = pytest.mark.e2e
 LIST = request_body("tools/list")
@@ -33,18 +33,8 @@ def own_issuer() -> Iterator[MockIssuer]:
 
 
 def serve(issuer: MockIssuer, folder: Path, workers: int, **env: str) -> RunningServer:
-    port = free_port()
-    settings = {
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-        "MCP_ISSUER": issuer.issuer,
-        "MCP_STATE_SECRET": "keys-state-secret-0123456789-abcdefghijklmnopq",
-        "MCP_INSTANCE_PATH": str(folder / "instance"),
-        "MCP_RATE_LIMIT": "off",
-        "MCP_JWKS_REFETCH_COOLDOWN": str(COOLDOWN),
-        **env,
-    }
-    process, base = start_gunicorn(settings, folder / "gunicorn.log", port=port, workers=workers, threads=4)
-    return RunningServer(process, base, issuer)
+    settings = {"MCP_RATE_LIMIT": "off", "MCP_JWKS_REFETCH_COOLDOWN": str(COOLDOWN), **env}
+    return start_app(issuer, folder, workers=workers, **settings)
 
 
 def status(server: RunningServer, token: str) -> int:
@@ -62,7 +52,7 @@ def test_a_rotated_key_is_accepted_on_its_first_request(own_issuer: MockIssuer, 
         assert status(server, server.token(sub="after-rotation")) == 200
         assert status(server, own_issuer.mint(server.url, key=own_issuer.published[0])) == 200  # the old one too
     finally:
-        assert server.process.stop() == 0
+        server.stop()
 
 
 def test_an_outage_keeps_cached_keys_working_and_shows_in_readyz(own_issuer: MockIssuer, tmp_path: Path) -> None:
@@ -78,7 +68,7 @@ def test_an_outage_keeps_cached_keys_working_and_shows_in_readyz(own_issuer: Moc
         assert (ready.status_code, ready.json()) == (200, {"status": "ready", "signing_keys": "stale"})
     finally:
         own_issuer.down = False
-        assert server.process.stop() == 0
+        server.stop()
 
 
 def test_a_worker_that_never_had_keys_is_not_ready(own_issuer: MockIssuer, tmp_path: Path) -> None:
@@ -118,4 +108,4 @@ def test_a_thousand_random_kids_cause_at_most_one_fetch_per_cooldown(own_issuer:
         # Each of the two workers may fetch at most once per cooldown window.
         assert own_issuer.key_fetches() - before <= 2 * windows
     finally:
-        assert server.process.stop() == 0
+        server.stop()

@@ -11,8 +11,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.issuer import MockIssuer
 from tests.support.token_scan import find_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +118,42 @@ def start_gunicorn(
     ]
     base = f"http://127.0.0.1:{port}"
     return ServerProcess(args, env, log_path, base + "/readyz"), base
+
+
+TEST_STATE_SECRET = "test-state-secret-0123456789-abcdefghijklmnopq"
+
+
+@dataclass
+class RunningServer:
+    """The production-mode app under gunicorn, trusting a mock issuer."""
+
+    process: ServerProcess
+    base: str
+    issuer: MockIssuer
+
+    @property
+    def url(self) -> str:
+        return self.base + "/mcp"
+
+    def token(self, *scopes: str, **claims: object) -> str:
+        return self.issuer.mint(str(claims.pop("aud", self.url)), scopes=scopes, **claims)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        assert self.process.stop() == 0, self.process.log()[-3000:]
+
+
+def start_app(issuer: MockIssuer, folder: Path, *, workers: int = 2, threads: int = 4, **env: str) -> RunningServer:
+    """The app in production mode under the shipped gunicorn.conf.py on a free port, its resource URL matching."""
+    port = free_port()
+    settings = {
+        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        "MCP_ISSUER": issuer.issuer,
+        "MCP_STATE_SECRET": TEST_STATE_SECRET,
+        "MCP_INSTANCE_PATH": str(folder / "instance"),
+        **env,
+    }
+    process, base = start_gunicorn(settings, folder / "gunicorn.log", port=port, workers=workers, threads=threads)
+    return RunningServer(process, base, issuer)
 
 
 UWSGI_LOG_FORMAT = '%(addr) [pid %(pid)] "%(method) %(var.PATH_INFO) %(proto)" %(status) %(size) %(msecs)ms'
