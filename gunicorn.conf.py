@@ -53,11 +53,17 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #
 #   workers - Processes; one per core is right for this mostly CPU-bound app
 #             (2-4 on a small VM). MCP_WORKERS.
-#   worker_class - gthread: sync workers hold a whole process for a streaming
-#             response and kill it at `timeout`; gthread serves other requests
-#             from other threads while one streams.
-#   threads - Requests in flight per worker, streams included. 4 to 8.
-#             MCP_THREADS.
+#   worker_class - app.serving.worker.ConnectionWorker: each client connection
+#             is served, keep-alive requests included, by the thread that took
+#             it; a stream holds only its own connection's thread. Measured
+#             against gthread and the SDK's native server in the README
+#             (Performance). MCP_WORKER_CLASS=gthread brings gunicorn's own
+#             threaded worker back (then `threads` applies).
+#   worker_connections - Connections per worker (each one thread while it is
+#             open: nginx's kept-alive upstream connections, streams, clients
+#             waiting for an answer). Beyond it new connections wait in the
+#             listen backlog. MCP_WORKER_CONNECTIONS.
+#   threads - gthread only: requests in flight per worker. MCP_THREADS.
 #   reuse_port - Each worker gets its own listening socket and the kernel
 #             spreads connections across them; with one shared socket,
 #             keep-alive connections tend to pile onto one worker. The price:
@@ -79,7 +85,8 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #             upstream connections, so longer than nginx's keepalive_timeout.
 _socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) > 0
 workers = int(os.environ.get("MCP_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = os.environ.get("MCP_WORKER_CLASS", "app.serving.worker.ConnectionWorker")
+worker_connections = int(os.environ.get("MCP_WORKER_CONNECTIONS", "256"))
 threads = int(os.environ.get("MCP_THREADS", "4"))
 reuse_port = os.environ.get("MCP_REUSE_PORT", "1") != "0" and not _socket_activated
 timeout = int(os.environ.get("MCP_WORKER_TIMEOUT", "60"))
