@@ -51,22 +51,38 @@ CANCEL_TIMEOUT = 10.0
 _HIDDEN_HEADERS = frozenset({"HTTP_AUTHORIZATION", "HTTP_PROXY"})
 
 
+# Environ key -> ASGI header name (b"" for keys that are not request headers), learnt as they come.
+_HEADER_NAMES: dict[str, bytes] = {}
+_HEADER_NAMES_LIMIT = 1024  # clients choose header names: remember only so many
+
+
+def _header_name(key: str) -> bytes:
+    if key.startswith("HTTP_") and key not in _HIDDEN_HEADERS:
+        name = key[5:].replace("_", "-").lower().encode("latin-1")
+    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        name = key.replace("_", "-").lower().encode("latin-1")
+    else:
+        name = b""
+    if len(_HEADER_NAMES) < _HEADER_NAMES_LIMIT:
+        _HEADER_NAMES[key] = name
+    return name
+
+
 def asgi_scope(environ: WSGIEnvironment, path: str, extra: dict[str, Any] | None = None) -> Scope:
     """The ASGI HTTP scope for a WSGI request."""
     headers = []
+    names = _HEADER_NAMES
     for key, value in environ.items():
-        if key.startswith("HTTP_") and key not in _HIDDEN_HEADERS:
-            name = key[5:].replace("_", "-").lower()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            name = key.replace("_", "-").lower()
-        else:
-            continue
-        headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        name = names.get(key)
+        if name is None:
+            name = _header_name(key)
+        if name and (value or key[0] != "C"):  # CONTENT_TYPE and CONTENT_LENGTH only when set
+            headers.append((name, value.encode("latin-1")))
     server_port = environ.get("SERVER_PORT") or "0"
     protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
     scope: dict[str, Any] = {
         "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "asgi": _ASGI_VERSION,
         "http_version": protocol.partition("/")[2] or "1.1",
         "method": environ["REQUEST_METHOD"],
         "scheme": environ.get("wsgi.url_scheme", "http"),
@@ -84,6 +100,7 @@ def asgi_scope(environ: WSGIEnvironment, path: str, extra: dict[str, Any] | None
     return scope
 
 
+_ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 WATCH_INTERVAL = 0.5
 
 
@@ -125,7 +142,12 @@ class Exchange(Protocol):
 
 
 class ASGIExchange:
-    """Runs one ASGI request on a borrowed :class:`ServingLoop`, driven by the calling thread."""
+    """Runs one ASGI request on a borrowed :class:`ServingLoop`, driven by the calling thread.
+
+    The calling thread runs the loop until the exchange has something for it (a
+    message, or the handler's end) and the exchange stops the loop then: one
+    ``run_forever`` per wait, no futures in between.
+    """
 
     def __init__(
         self,
@@ -140,7 +162,7 @@ class ASGIExchange:
         self._loop = serving.loop
         self._body: bytes | None = body
         self._messages: deque[Message] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
+        self._waiting = False
         self._disconnect = asyncio.Event()
         self._closed = False
         self._complete = False
@@ -190,9 +212,17 @@ class ASGIExchange:
         self._wake()
 
     def _wake(self, _: object = None) -> None:
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if self._waiting:
+            self._waiting = False
+            self._loop.stop()
+
+    def _run(self, timeout: float | None) -> bool:
+        """Drive the loop until the exchange wakes the caller; False if ``timeout`` passed first."""
+        self._waiting = True
+        self._serving.run_until_stopped(timeout)
+        woken = not self._waiting
+        self._waiting = False
+        return woken
 
     def next_message(self, timeout: float | None = None) -> Message | None:
         """The application's next message, driving the loop until it comes; None once it is finished.
@@ -202,13 +232,22 @@ class ASGIExchange:
         while not self._messages:
             if self._task.done():
                 return None
-            self._wakeup = self._loop.create_future()
-            if not self._serving.drive(self._wakeup, timeout):
+            if not self._run(timeout) and not self._messages and not self._task.done():
                 return TIMED_OUT
         message = self._messages.popleft()
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self._complete = True
         return message
+
+    def _finish(self, timeout: float) -> bool:
+        """Drive the loop until the handler task has ended; False if it is still running after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._task.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._run(left)
+        return True
 
     def _log_failure(self) -> None:
         if not self._task.cancelled() and self._task.exception() is not None:
@@ -224,9 +263,9 @@ class ASGIExchange:
             if not self._complete:
                 self._disconnect.set()
                 self._task.cancel()
-                if not self._serving.drive(self._task, CANCEL_TIMEOUT):
+                if not self._finish(CANCEL_TIMEOUT):
                     logger.warning("the MCP handler did not stop within %.0f s of a disconnect", CANCEL_TIMEOUT)
-            elif not self._serving.drive(self._task, FINISH_TIMEOUT):
+            elif not self._finish(FINISH_TIMEOUT):
                 self._task.cancel()
             if self._task.done() and not self._task.cancelled():
                 self._log_failure()

@@ -22,8 +22,10 @@ app before forking) leaks into a worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import selectors
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ManagerFactory = Callable[[], "StreamableHTTPSessionManager"]
+# The managers one serving loop runs: the configured one first (see ServingLoop).
+ManagerFactory = Callable[[], "tuple[StreamableHTTPSessionManager, ...]"]
 
 
 def _noop() -> None:
@@ -78,12 +81,44 @@ def _register_exit(pool: LoopPool | LoopThread) -> None:
             pass
 
 
-class ServingLoop:
-    """An asyncio loop with a running session manager; driven only by the thread that borrowed it."""
+class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """A selector that does not poll while the loop has callbacks ready to run, up to a bound.
 
-    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
-        self.manager = manager
-        self.loop = asyncio.new_event_loop()
+    asyncio polls its selector once per loop iteration, with a zero timeout when
+    callbacks are ready. A serving loop has no sockets of its own to watch while it
+    computes an answer, so those polls find nothing; each is still a system call
+    that releases the GIL, and in a threaded server every release hands the GIL to
+    another thread and back. Every ``POLL_EVERY``-th ready-iteration polls anyway, so
+    a hang-up the bridge watches for is never starved by a busy handler, and a loop
+    with nothing ready blocks in the selector as always.
+    """
+
+    POLL_EVERY = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._skipped = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0 and self._skipped < self.POLL_EVERY:
+            self._skipped += 1
+            return []
+        self._skipped = 0
+        return super().select(timeout)  # type: ignore[no-any-return]
+
+
+class ServingLoop:
+    """An asyncio loop with running session managers; driven only by the thread that borrowed it.
+
+    ``managers[0]`` answers as configured (Server-Sent Events unless MCP_JSON_RESPONSE);
+    a second one, when given, is the same server in JSON-response mode, for requests
+    whose answer can only ever be one JSON body (see :mod:`app.bridge`).
+    """
+
+    def __init__(self, *managers: StreamableHTTPSessionManager) -> None:
+        self.managers = managers
+        self.manager = managers[0]
+        self.loop = asyncio.SelectorEventLoop(ReadyFirstSelector())
         self._stop = asyncio.Event()
         self._ready = self.loop.create_future()
         self._holder = self.loop.create_task(self._hold())
@@ -95,13 +130,29 @@ class ServingLoop:
             # that here, in the task that lives as long as the loop, or every sync
             # tool call would start (and abandon) a new thread.
             await anyio.to_thread.run_sync(_noop)
-            async with self.manager.run():
+            async with contextlib.AsyncExitStack() as running:
+                for manager in self.managers:
+                    await running.enter_async_context(manager.run())
                 self._ready.set_result(None)
                 await self._stop.wait()
         except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc)
             raise
+
+    def run_until_stopped(self, timeout: float | None = None) -> None:
+        """Run the loop until a callback calls ``loop.stop()``, or ``timeout`` seconds pass.
+
+        The cheapest way to drive a loop from outside: no future to create, no
+        callbacks to add and remove. Whoever stops the loop says why.
+        """
+        _without_sse_shutdown_watcher()
+        handle = self.loop.call_later(timeout, self.loop.stop) if timeout is not None else None
+        try:
+            self.loop.run_forever()
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     def drive(self, awaited: asyncio.Future[Any], timeout: float | None = None) -> bool:
         """Run the loop until ``awaited`` is done or ``timeout`` seconds pass; True if it is done.
@@ -128,7 +179,7 @@ class ServingLoop:
         return awaited.done()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Leave ``manager.run()`` and stop the loop's worker threads, which are not daemons.
+        """Leave the managers' ``run()`` and stop the loop's worker threads, which are not daemons.
 
         Without this a process that ends (a gunicorn worker told to exit) would
         wait forever for the idle threads anyio keeps for sync tools.
@@ -185,7 +236,7 @@ class LoopPool:
                 return serving
             self.created += 1
         logger.debug("starting event loop %d in process %d", self.created, self._pid)
-        serving = ServingLoop(self._factory())
+        serving = ServingLoop(*self._factory())
         with self._lock:
             self._lent.add(serving)
         return serving
@@ -244,7 +295,7 @@ class LoopThread:
 
         def run() -> None:
             try:
-                serving = ServingLoop(self._factory())
+                serving = ServingLoop(*self._factory())
             except BaseException as exc:
                 ready.append(exc)
                 started.set()

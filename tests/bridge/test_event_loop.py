@@ -31,7 +31,7 @@ class CountingManager:
 
 
 def test_loops_are_reused() -> None:
-    pool = LoopPool(CountingManager)  # type: ignore[arg-type]
+    pool = LoopPool(lambda: (CountingManager(),))  # type: ignore[arg-type,return-value]
     first = pool.acquire()
     pool.release(first)
     assert pool.acquire() is first
@@ -44,7 +44,7 @@ def test_loops_are_reused() -> None:
 
 
 def test_a_forked_child_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = LoopPool(CountingManager)  # type: ignore[arg-type]
+    pool = LoopPool(lambda: (CountingManager(),))  # type: ignore[arg-type,return-value]
     parent_loop = pool.acquire()
     pool.release(parent_loop)
     real_pid = os.getpid()
@@ -65,7 +65,7 @@ def anyio_threads() -> int:
 def test_close_leaves_the_manager_and_ends_its_threads() -> None:
     before = set(threading.enumerate())
     entered, exited = CountingManager.entered, CountingManager.exited
-    pool = LoopPool(CountingManager)  # type: ignore[arg-type]
+    pool = LoopPool(lambda: (CountingManager(),))  # type: ignore[arg-type,return-value]
     serving = pool.acquire()
     pool.release(serving)
     started = [t for t in set(threading.enumerate()) - before if t.name == "AnyIO worker thread"]
