@@ -13,13 +13,13 @@ one, else it is generated; it is echoed on every response.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
-from datetime import UTC
-from datetime import datetime
 from typing import Any
 
 from flask import Flask
@@ -29,6 +29,7 @@ from flask import request
 
 from app.auth.challenges import BearerError
 from app.auth.principal import Principal
+from app.log_lines import write_line
 from app.mcp_request import MCPRequest
 
 audit_logger = logging.getLogger("app.audit")
@@ -37,22 +38,47 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+class RequestIds:
+    """Request ids unique per process without a system call each: a random prefix and a counter.
+
+    32 hex digits like a UUID; the prefix is drawn again in a forked child, so two
+    workers never hand out the same id.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = RequestIds()
+
+
 def _begin() -> None:
-    g.request_started = time.perf_counter()
-    offered = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    ctx.request_started = time.perf_counter()
+    offered = request.environ.get("HTTP_X_REQUEST_ID")
+    ctx.request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else _request_ids.next()
 
 
 def audit_record(status: int, duration_ms: float) -> dict[str, Any]:
     """The facts of this request, for the audit line."""
-    principal: Principal | None = g.get("principal")
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    principal: Principal | None = ctx.get("principal")
     # Only what the authentication hook already parsed: an unauthenticated or
     # oversized body is never read for the log's sake.
-    mcp: MCPRequest = g.get("mcp_request") or MCPRequest()
+    mcp: MCPRequest = ctx.get("mcp_request") or MCPRequest()
     record: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "request_id": g.get("request_id"),
-        "http_method": request.method,
+        "time": _utc_timestamp(),
+        "request_id": ctx.get("request_id"),
+        "http_method": req.method,
         "status": status,
         "duration_ms": round(duration_ms, 2),
         "issuer": principal.issuer if principal else None,
@@ -62,9 +88,9 @@ def audit_record(status: int, duration_ms: float) -> dict[str, Any]:
         "method": mcp.method,
         "tool": next(iter(mcp.targets("tools/call")), None),
         "target": next((call.target for call in mcp.calls if call.target is not None), None),
-        "client_address": request.remote_addr,
+        "client_address": req.remote_addr,
     }
-    refusal: BearerError | None = g.get("auth_error")
+    refusal: BearerError | None = ctx.get("auth_error")
     if refusal is not None:
         record["refusal"] = refusal.error or "no_token"
         if refusal.scope is not None and refusal.status_code == 403:
@@ -78,17 +104,39 @@ def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> 
 
     @app.after_request
     def finish(response: Response) -> Response:
-        request_id = g.get("request_id")
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        request_id = ctx.get("request_id")
         if request_id is not None:
             response.headers[REQUEST_ID_HEADER] = request_id
         if enabled and request.endpoint == mcp_endpoint:
-            started = g.get("request_started", time.perf_counter())
+            started = ctx.get("request_started", time.perf_counter())
             # Built now, while the request context exists; written when the last byte has gone out.
             record = audit_record(response.status_code, 0.0)
             response.call_on_close(lambda: _write(record, started))
         return response
 
 
+class _SecondClock:
+    """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+
+
+_utc_timestamp = _SecondClock()
+# json.dumps with arguments builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _write(record: dict[str, Any], started: float) -> None:
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    audit_logger.info(json.dumps(record, separators=(",", ":")))
+    write_line(audit_logger, logging.INFO, _encode(record))

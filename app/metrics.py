@@ -30,6 +30,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from flask import Blueprint
 from flask import Flask
@@ -126,9 +127,24 @@ class RequestMetrics:
     def __init__(self, known_tools: Iterable[str], mcp_endpoint: str = "mcp") -> None:
         self._tools = frozenset(known_tools)
         self._mcp_endpoint = mcp_endpoint
+        # Label children, looked up once per label set: every value is bounded (see the module docstring).
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
 
     def start(self) -> None:
         g.metrics_started = time.perf_counter()
+
+    def _requests_child(self, method: str, tool: str, status: int) -> Any:
+        child = self._requests.get((method, tool, status))
+        if child is None:
+            child = self._requests[(method, tool, status)] = REQUESTS.labels(method, tool, str(status))
+        return child
+
+    def _duration_child(self, tool: str) -> Any:
+        child = self._durations.get(tool)
+        if child is None:
+            child = self._durations[tool] = TOOL_DURATION.labels(tool)
+        return child
 
     def labels(self) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
@@ -152,10 +168,11 @@ class RequestMetrics:
         if request.endpoint != self._mcp_endpoint:
             return response
         method, tool = self.labels()
-        REQUESTS.labels(method, tool, str(response.status_code)).inc()
+        status = response.status_code
+        self._requests_child(method, tool, status).inc()
         started = g.get("metrics_started")
-        if method == "tools/call" and response.status_code == 200 and started is not None:
-            histogram = TOOL_DURATION.labels(tool)
+        if method == "tools/call" and status == 200 and started is not None:
+            histogram = self._duration_child(tool)
 
             def observe() -> None:
                 histogram.observe(time.perf_counter() - started)

@@ -24,6 +24,7 @@ from app.settings import is_loopback_host
 logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+HOST_CACHE_SIZE = 256
 
 
 def _json_error(status: int, error: str, description: str) -> Response:
@@ -40,6 +41,7 @@ class TransportSecurity:
         own_origin = settings.public_origin.lower()
         self._origins = frozenset({own_origin, *settings.allowed_origins})
         self._mcp_endpoint = mcp_endpoint
+        self._hosts: dict[str, bool] = {}
 
     def origin_allowed(self, origin: str) -> bool:
         origin = origin.lower()
@@ -59,15 +61,27 @@ class TransportSecurity:
             return True
         return hostname == self._host and (port is None or port == self._port)
 
+    def _known_host(self, host: str) -> bool:
+        """``host_allowed``, remembered: a server sees few distinct Host values, and parsing one costs."""
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = self.host_allowed(host)
+            if len(self._hosts) >= HOST_CACHE_SIZE:
+                self._hosts.clear()
+            self._hosts[host] = allowed
+        return allowed
+
     def check(self) -> Response | None:
-        if request.endpoint != self._mcp_endpoint:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.endpoint != self._mcp_endpoint:
             return None
-        origin = request.headers.get("Origin")
+        origin = req.environ.get("HTTP_ORIGIN")
         if origin is not None and not self.origin_allowed(origin):
-            logger.info("refused %s %s: origin %r is not allowed", request.method, request.path, origin[:100])
+            logger.info("refused %s %s: origin %r is not allowed", req.method, req.path, origin[:100])
             return _json_error(403, "forbidden_origin", "Requests from this origin are not allowed")
-        if not self.host_allowed(request.host):
-            logger.info("refused %s %s: host %r is not this server", request.method, request.path, request.host[:100])
+        host = req.host
+        if not self._known_host(host):
+            logger.info("refused %s %s: host %r is not this server", req.method, req.path, host[:100])
             return _json_error(421, "misdirected_request", "This server does not serve the requested host")
         return None
 

@@ -23,6 +23,7 @@ from flask import Response
 from flask import current_app
 from flask import g
 from flask import request
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
 from app.auth.bearer import extract_bearer_token
 from app.auth.challenges import BearerError
@@ -40,6 +41,7 @@ from app.rate_limits import RateLimits
 logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "mcp_auth"
+SDK_USER_CACHE_SIZE = 4096
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -72,30 +74,36 @@ class BearerAuthentication:
         self.resource_url = resource_url
         self.limits = limits
         self.mcp_endpoint = mcp_endpoint
+        self._public: dict[str | None, bool] = {}
+        self._sdk_users: dict[int, tuple[Principal, AuthenticatedUser]] = {}
 
     def authenticate(self) -> Response | None:
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        # The request and g are looked up once: every access through Flask's proxies costs a context lookup.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        environ = req.environ
+        if req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return None  # a CORS preflight carries no credentials by design
-        view = current_app.view_functions.get(request.endpoint or "")
-        if view is not None and getattr(view, "_public", False):
+        endpoint = req.endpoint
+        if self._is_public(endpoint):
             return None
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
         try:
-            token = extract_bearer_token(request.headers.get("Authorization"))
+            token = extract_bearer_token(environ.get("HTTP_AUTHORIZATION"))
             if token is None:
                 raise MissingToken("An access token is required")
             principal = self.verifier.validate(token)
-            g.principal = principal
-            g.claims = principal.claims
+            ctx.principal = principal
+            ctx.claims = principal.claims
             if self.limits is not None and (too_many := self.limits.admit(principal)) is not None:
                 return too_many
-            if request.endpoint == self.mcp_endpoint:
-                g.mcp_user = authenticated_user(principal.to_access_token(token, self.resource_url))
+            if endpoint == self.mcp_endpoint:
+                ctx.mcp_user = self._sdk_user(principal, token)
                 self._check_scopes(principal)
         except BearerError as error:
-            g.auth_error = error
+            ctx.auth_error = error
             self._log_refusal(error)
             if self.limits is not None and error.status_code != 403:
-                too_many = self.limits.refuse(request.remote_addr)
+                too_many = self.limits.refuse(req.remote_addr)
                 if too_many is not None:
                     return too_many
             return self.challenger.response(error)
@@ -105,6 +113,25 @@ class BearerAuthentication:
                 self.on_refusal("keys_unavailable")
             return Challenger.unavailable(error)
         return None
+
+    def _is_public(self, endpoint: str | None) -> bool:
+        public = self._public.get(endpoint)
+        if public is None:
+            view = current_app.view_functions.get(endpoint or "")
+            public = self._public[endpoint] = view is not None and getattr(view, "_public", False)
+        return public
+
+    def _sdk_user(self, principal: Principal, token: str) -> AuthenticatedUser:
+        """The SDK's view of the caller, built once per verified token (the verifier caches the principal)."""
+        cached = self._sdk_users.get(id(principal))
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        user = authenticated_user(principal.to_access_token(token, self.resource_url))
+        if len(self._sdk_users) >= SDK_USER_CACHE_SIZE:
+            self._sdk_users.clear()
+        # The principal is kept alive with its entry, so its id cannot be reused while the entry exists.
+        self._sdk_users[id(principal)] = (principal, user)
+        return user
 
     def _check_scopes(self, principal: Principal) -> None:
         required: set[str] = set()
