@@ -108,12 +108,15 @@ limit_request_line = 8190
 #             a token there) and never the Authorization header: %(U)s is the
 #             path alone. %(h)s is the peer (nginx: 127.0.0.1); the client's
 #             address is in nginx's log.
+#   logger_class - gunicorn's logger, computing only the access log atoms the
+#             format names (app/serving/access_log.py); the lines are gunicorn's.
 accesslog = os.environ.get("MCP_ACCESS_LOG", "-")
 if accesslog in ("", "off"):
     accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("MCP_LOG_LEVEL", "info")
 access_log_format = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+logger_class = "app.serving.access_log.AccessLogger"
 
 # Process naming
 proc_name = os.environ.get("MCP_PROC_NAME", "mcp-server")

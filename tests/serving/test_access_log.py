@@ -1,0 +1,65 @@
+"""The access logger computes only the atoms its format names, and writes what gunicorn's would."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.glogging import SafeAtoms
+
+from app.serving.access_log import AccessLogger
+
+SHIPPED = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+EVERY_ATOM = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(m)s %(U)s %(q)s %(H)s %(b)s %(B)s %(f)s "%(a)s" %(T)s %(D)s %(M)s %(L)s '
+    "%(p)s %({x-request-id}i)s %({X-Missing}i)s %({content-type}o)s %({REMOTE_PORT}e)s %(unknown)s"
+)
+
+
+class Response:
+    status = "200 OK"
+    sent = 123
+    headers = [("Content-Type", "application/json"), ("X-Request-Id", "out")]
+
+
+class Request:
+    headers = [("HOST", "example.test"), ("X-REQUEST-ID", "abc"), ("AUTHORIZATION", "Basic " + "x")]
+
+
+ENVIRON: dict[str, Any] = {
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "5555",
+    "REQUEST_METHOD": "POST",
+    "RAW_URI": "/mcp?secret=1",
+    "PATH_INFO": "/mcp",
+    "QUERY_STRING": "secret=1",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "HTTP_USER_AGENT": 'agent "quoted"',
+    "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"alice:pw").decode(),
+}
+
+
+def line(logger_class: type[Logger], access_format: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    cfg = Config()
+    cfg.set("access_log_format", access_format)
+    logger = logger_class(cfg)
+    monkeypatch.setattr(logger, "now", lambda: "[02/Dec/2026:01:02:03 +0000]")
+    atoms = logger.atoms(Response(), Request(), ENVIRON, timedelta(seconds=1, microseconds=2345))
+    return access_format % SafeAtoms(atoms)
+
+
+@pytest.mark.parametrize("access_format", [SHIPPED, EVERY_ATOM])
+def test_the_same_line_as_gunicorn(access_format: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert line(AccessLogger, access_format, monkeypatch) == line(Logger, access_format, monkeypatch)
+
+
+def test_only_the_named_atoms_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Config()
+    cfg.set("access_log_format", SHIPPED)
+    logger = AccessLogger(cfg)
+    atoms = logger.atoms(Response(), Request(), ENVIRON, timedelta(microseconds=5000))
+    assert sorted(atoms) == ["B", "H", "M", "U", "a", "h", "m", "p", "s"]

@@ -1,0 +1,88 @@
+"""A log line written straight to its stream is exactly the line logging would write, and only then."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from app.log_lines import _plain_handler
+from app.log_lines import write_line
+
+
+class Isolated(logging.Logger):
+    """A logger of its own, outside the logging tree (pytest attaches its capture to the tree's loggers)."""
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    log = Isolated("tests.log_lines")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    yield log
+
+
+def plain(stream: io.StringIO) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def test_the_plain_set_up_takes_the_short_way_and_writes_the_same_line(logger: logging.Logger) -> None:
+    short, logged = io.StringIO(), io.StringIO()
+    logger.addHandler(plain(short))
+    assert _plain_handler(logger, logging.INFO) is logger.handlers[0]
+    write_line(logger, logging.INFO, '%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
+    logger.handlers[0].setStream(logged)
+    logger.info('%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
+    assert short.getvalue() == logged.getvalue() == '1 "x" 100%\n'
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_any_other_set_up_gets_the_logging_path(logger: logging.Logger) -> None:
+    captured = Records()
+    logger.addHandler(plain(io.StringIO()))
+    logger.addHandler(captured)
+    write_line(logger, logging.INFO, "%s and %s", "one", "two")
+    assert [(r.msg, r.args) for r in captured.records] == [("%s and %s", ("one", "two"))]
+
+
+@pytest.mark.parametrize("change", ["filter", "formatter", "level", "propagate", "handler class"])
+def test_what_makes_the_short_way_unsafe(logger: logging.Logger, change: str) -> None:
+    handler = plain(io.StringIO())
+    logger.addHandler(handler)
+    if change == "filter":
+        handler.addFilter(lambda record: True)
+    elif change == "formatter":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    elif change == "level":
+        handler.setLevel(logging.ERROR)
+    elif change == "propagate":
+        logger.propagate = True
+    else:
+        logger.removeHandler(handler)
+        logger.addHandler(Records())
+    assert _plain_handler(logger, logging.INFO) is None
+
+
+def test_a_bad_format_is_reported_as_logging_reports_it(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    handler = plain(stream)
+    logger.addHandler(handler)
+    reported: list[object] = []
+    monkeypatch.setattr(handler, "handleError", lambda record: reported.append(record.msg))
+    write_line(logger, logging.INFO, "%(missing)s", {})
+    assert reported == ["%(missing)s"]
+    assert stream.getvalue() == ""
