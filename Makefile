@@ -11,10 +11,10 @@ HARNESS_INSTALLED := $(HARNESS)/node_modules/.installed
 
 .PHONY: run test lint format install clean system-packages conformance-harness bench
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml examples/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' -e ./examples
 	touch $@
 
 install: $(INSTALLED)
@@ -23,7 +23,7 @@ run: $(INSTALLED)
 	@echo
 	@echo "  MCP endpoint:  http://127.0.0.1:5000/mcp   (development mode: the server is its own OAuth authorization server)"
 	@echo "  In a browser:  http://127.0.0.1:5000/      (the tools, their scopes, how to connect)"
-	@echo "  Claude Code:   claude mcp add --transport http todo http://127.0.0.1:5000/mcp   then /mcp in Claude Code to sign in"
+	@echo "  Claude Code:   claude mcp add --transport http flask-mcp-server http://127.0.0.1:5000/mcp   then /mcp in Claude Code to sign in"
 	@echo "  MCP Inspector: npx @modelcontextprotocol/inspector, transport Streamable HTTP, the URL above, Connect"
 	@echo
 	MCP_DEV=1 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000

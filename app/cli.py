@@ -12,7 +12,7 @@ mcp_cli = AppGroup("mcp", help="MCP server commands.")
 
 @mcp_cli.command("token")
 @click.option("--sub", default="dev-user", show_default=True, help="The token's subject (the user).")
-@click.option("--scope", "scope", default="", help='Space-separated scopes, e.g. "todo:read todo:write".')
+@click.option("--scope", "scope", default="", help="Space-separated scopes (flask mcp tools lists them).")
 @click.option("--lifetime", default=3600, show_default=True, type=click.IntRange(60, 7 * 24 * 3600), help="Seconds.")
 @click.option("--client-id", default="dev-cli", show_default=True)
 def token_command(sub: str, scope: str, lifetime: int, client_id: str) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -23,14 +25,12 @@ from limits import parse_many
 
 DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
-DEFAULT_SCOPE_HIERARCHY = "todo:write=todo:read"
-# Development mode advertises the example tools' scopes unless MCP_SCOPES_SUPPORTED says otherwise,
-# so a newcomer's client asks for everything the examples need in one consent.
-DEV_SCOPES_SUPPORTED = "todo:read todo:write todo:delete"
 DEV_TOKEN_LIFETIME = 600
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 TokenProfile = Literal["jwt", "rfc9068"]
+# An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
+_PROVIDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,18 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     token_profile: TokenProfile = "jwt"  # noqa: S105 (a profile name)
     state_secret: str | None = None
-    database: str | None = None
+    # The tool providers' import paths (MCP_TOOLS); empty: the installed ones, else the examples (app.tool_providers).
+    tools: tuple[str, ...] = ()
     dev: bool = False
     resource_name: str = "Flask MCP server"
     clock_leeway: int = 30
     jwks_ttl: int = 3600
     jwks_refetch_cooldown: int = 30
-    scope_hierarchy: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # MCP_SCOPE_HIERARCHY; None when unset, so the hierarchy the tool providers declare applies.
+    scope_hierarchy: Mapping[str, frozenset[str]] | None = None
+    # Development mode without MCP_SCOPES_SUPPORTED: advertise what the tool providers ask for (by default every
+    # scope they require), so a newcomer's client asks for it in one consent (create_app fills scopes_supported in).
+    advertise_required_scopes: bool = False
     json_response: bool = False
     stateful: bool = False
     audit_log: bool = True
@@ -87,6 +92,9 @@ class Settings:
     workers: int = 1
     instance_path: str | None = None
     dev_token_lifetime: int = DEV_TOKEN_LIFETIME
+    # Everything the settings were read from (the process environment over .env), for tool providers
+    # to read their own variables from; it holds secrets, so it is never printed or compared.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def issuer(self) -> str:
@@ -177,8 +185,6 @@ class Settings:
             default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
         authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
-        if dev and "MCP_SCOPES_SUPPORTED" not in env:
-            scopes_supported = tuple(DEV_SCOPES_SUPPORTED.split())
         if "offline_access" in scopes_supported:
             # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
             raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
@@ -220,13 +226,14 @@ class Settings:
             allowed_origins=allowed_origins,
             token_profile=profile,  # type: ignore[arg-type]
             state_secret=state_secret,
-            database=get("MCP_DATABASE") or None,
+            tools=_tool_providers(env),
             dev=dev,
             resource_name=get("MCP_RESOURCE_NAME") or "Flask MCP server",
             clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=30, minimum=0, maximum=300),
             jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=3600, minimum=60),
             jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
-            scope_hierarchy=_scope_hierarchy(env.get("MCP_SCOPE_HIERARCHY", DEFAULT_SCOPE_HIERARCHY)),
+            scope_hierarchy=_scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
+            advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
@@ -246,7 +253,21 @@ class Settings:
             dev_token_lifetime=_integer(
                 env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
             ),
+            environ=MappingProxyType(dict(env)),
         )
+
+
+def _tool_providers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MCP_TOOLS: import paths of tool providers, ``package.module:function``, comma-separated."""
+    providers = _list(env, "MCP_TOOLS")
+    for provider in providers:
+        if not _PROVIDER.fullmatch(provider):
+            raise SettingsError(
+                "MCP_TOOLS", f"{provider!r} is not an import path like package.module:function (comma-separated)"
+            )
+        if providers.count(provider) > 1:
+            raise SettingsError("MCP_TOOLS", f"lists {provider!r} twice")
+    return providers
 
 
 def _audiences(env: Mapping[str, str], resource_url: str) -> tuple[str, ...]:
@@ -384,9 +405,13 @@ def _scope_list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
     return scopes
 
 
-def _check_scope_token(variable: str, scope: str) -> None:
+def is_scope_token(scope: str) -> bool:
     # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-    if not all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in scope):
+    return bool(scope) and all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in scope)
+
+
+def _check_scope_token(variable: str, scope: str) -> None:
+    if not is_scope_token(scope):
         raise SettingsError(variable, f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
 
 
