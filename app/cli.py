@@ -7,6 +7,9 @@ from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
 
+from app.mcp_server import ScopedServer
+from app.settings import Settings
+
 mcp_cli = AppGroup("mcp", help="MCP server commands.")
 
 
@@ -38,6 +41,33 @@ def doctor_command(token: str | None) -> None:
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
     click.echo("no problems found")
+
+
+@mcp_cli.command("tools")
+def tools_command() -> None:
+    """List the tools, resources and prompts, the scopes each requires and the provider it comes from."""
+    tools: ScopedServer = current_app.extensions["mcp_tools"]
+    settings: Settings = current_app.extensions["mcp_settings"]
+    kinds = (("tool", "Tools"), ("resource", "Resources"), ("prompt", "Prompts"))
+    rows = {kind: [r for r in tools.registrations if r.kind == kind] for kind, _ in kinds}
+    width = max((len(r.name) for r in tools.registrations), default=0)
+    scopes_width = max((len(" ".join(sorted(r.scopes))) for r in tools.registrations), default=0)
+    scopes_width = max(scopes_width, len("any valid token"))
+    for kind, title in kinds:
+        click.echo(f"{title} ({len(rows[kind])}):")
+        for row in rows[kind]:
+            scopes = " ".join(sorted(row.scopes)) or "any valid token"
+            click.echo(f"  {row.name:<{width}}  {scopes:<{scopes_width}}  {row.provider}")
+        if not rows[kind]:
+            click.echo("  none")
+    hierarchy = tools.policy.hierarchy()
+    source = "MCP_SCOPE_HIERARCHY" if settings.scope_hierarchy is not None else "declared by the tools"
+    click.echo(f"Scope hierarchy ({source}):")
+    for broad, narrow in sorted(hierarchy.items()):
+        click.echo(f"  {broad} implies {' '.join(sorted(narrow))}")
+    if not hierarchy:
+        click.echo("  none")
+    click.echo(f"Scopes advertised in the metadata: {' '.join(settings.scopes_supported) or 'none'}")
 
 
 def init_app(app: Flask) -> None:
