@@ -104,7 +104,9 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     (the examples when unset), or from ``register_tools`` when given (test
     fixtures pass their own).
     """
-    settings = settings if settings is not None else Settings.from_env()
+    # Under flask run, where it listens: development mode advertises that port.
+    served = cli.flask_run_address() if settings is None else None
+    settings = settings if settings is not None else Settings.from_env(served=served)
     _configure_logging()
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             settings.public_origin + "/",
             settings.resource_url,
         )
+        cli.warn_if_served_elsewhere(settings, served)
     verifier = _token_verifier(settings, issuer)
     app.extensions["mcp_keys"] = verifier.key_stores
 

@@ -1,16 +1,56 @@
-"""``flask --app wsgi mcp ...``: commands for operators and developers."""
+"""``flask --app wsgi mcp ...``: commands for operators and developers; and what ``flask run`` serves."""
 
 from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
+from flask.cli import run_command
 
 from app.mcp_server import ScopedServer
+from app.settings import ServedAddress
 from app.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 mcp_cli = AppGroup("mcp", help="MCP server commands.")
+
+
+def flask_run_address() -> ServedAddress | None:
+    """Where ``flask run`` is about to listen, when it is the command loading the app.
+
+    ``flask run`` parses ``--host``, ``--port`` and ``--cert`` (or FLASK_RUN_HOST,
+    FLASK_RUN_PORT, FLASK_RUN_CERT) before it imports the app, and its Click
+    context holds them while it does, in the reloader's child process too.
+    Flask exports none of them, so this is the one place they can be read.
+    """
+    context = click.get_current_context(silent=True)
+    while context is not None and context.command is not run_command:
+        context = context.parent
+    if context is None:
+        return None
+    params = context.params
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 0)
+    return ServedAddress(host, port, https=params.get("cert") is not None)
+
+
+def warn_if_served_elsewhere(settings: Settings, served: ServedAddress | None) -> None:
+    """MCP_RESOURCE_URL names another port than the one ``flask run`` listens on: clients will knock elsewhere."""
+    if served is None:
+        return
+    resource = urlsplit(settings.resource_url)
+    if (resource.port or {"http": 80, "https": 443}[resource.scheme]) != served.port:
+        logger.warning(
+            "MCP_RESOURCE_URL is %s but flask run listens on port %d: clients are sent to the URL, and this "
+            "server answers requests on port %d with 421 (unset MCP_RESOURCE_URL to advertise the port served)",
+            settings.resource_url,
+            served.port,
+            served.port,
+        )
 
 
 @mcp_cli.command("token")

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from limits import parse_many
 
-DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
+DEV_PORT = 5000
+DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
 DEV_TOKEN_LIFETIME = 600
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -40,6 +41,15 @@ class IssuerConfig:
     issuer: str
     jwks_uri: str | None
     audiences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServedAddress:
+    """Where the development server listens, when it is the one loading the app (``flask run``)."""
+
+    host: str
+    port: int
+    https: bool = False
 
 
 class SettingsError(ValueError):
@@ -126,21 +136,25 @@ class Settings:
         *,
         dotenv_path: str | os.PathLike[str] | None = ".env",
         workers: int | None = None,
+        served: ServedAddress | None = None,
     ) -> Settings:
         """Read and validate the configuration.
 
         Variables set in the process environment win over the ``.env`` file.
         ``workers`` is the number of worker processes that will share this
-        configuration (gunicorn passes its own count).
+        configuration (gunicorn passes its own count); ``served`` is where
+        ``flask run`` listens, when it is the server loading the app.
         """
         env: dict[str, str] = {}
         if dotenv_path is not None and Path(dotenv_path).is_file():
             env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
         env.update(os.environ if environ is None else environ)
-        return cls.from_mapping(env, workers=workers)
+        return cls.from_mapping(env, workers=workers, served=served)
 
     @classmethod
-    def from_mapping(cls, env: Mapping[str, str], *, workers: int | None = None) -> Settings:
+    def from_mapping(
+        cls, env: Mapping[str, str], *, workers: int | None = None, served: ServedAddress | None = None
+    ) -> Settings:
         def get(name: str) -> str:
             return env.get(name, "").strip()
 
@@ -150,7 +164,7 @@ class Settings:
 
         resource_url = get("MCP_RESOURCE_URL")
         if dev:
-            resource_url = resource_url or DEV_RESOURCE_URL
+            resource_url = resource_url or _dev_resource_url(env, served)
             _check_url("MCP_RESOURCE_URL", resource_url)
             if not is_loopback_host(urlsplit(resource_url).hostname):
                 raise SettingsError(
@@ -255,6 +269,31 @@ class Settings:
             ),
             environ=MappingProxyType(dict(env)),
         )
+
+
+def _dev_resource_url(env: Mapping[str, str], served: ServedAddress | None) -> str:
+    """Development mode without MCP_RESOURCE_URL: the address ``flask run`` serves, so every URL names its port.
+
+    ``flask run --port`` is known while the app loads (``served``); other commands
+    (``flask mcp token``) find the same port in FLASK_RUN_PORT, the variable
+    ``flask run`` itself reads its port from.
+    """
+    if served is None:
+        raw = env.get("FLASK_RUN_PORT", "").strip()
+        if not raw:
+            return DEV_RESOURCE_URL
+        served = ServedAddress("127.0.0.1", _integer(env, "FLASK_RUN_PORT", default=DEV_PORT, minimum=1, maximum=65535))
+    if served.port == 0:
+        raise SettingsError(
+            "MCP_RESOURCE_URL",
+            "flask run --port 0 listens on a port chosen at random, which clients cannot be told: "
+            "give a port, or set MCP_RESOURCE_URL",
+        )
+    # Bound to every interface (0.0.0.0, as in a container) the server still answers loopback hosts only.
+    host = served.host if is_loopback_host(served.host) else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host.strip('[]')}]"
+    return f"{'https' if served.https else 'http'}://{host}:{served.port}/mcp"
 
 
 def _tool_providers(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ import pytest
 
 from app.settings import DEV_RESOURCE_URL
 from app.settings import IssuerConfig
+from app.settings import ServedAddress
 from app.settings import Settings
 from app.settings import SettingsError
 from app.settings import is_loopback_host
@@ -372,6 +373,58 @@ class TestDevelopmentMode:
             dev_token_lifetime=600,
         )
         assert DEV_RESOURCE_URL == "http://127.0.0.1:5000/mcp"
+
+    @pytest.mark.parametrize(
+        ("served", "env", "resource"),
+        [
+            pytest.param(ServedAddress("127.0.0.1", 5077), {}, "http://127.0.0.1:5077/mcp", id="flask-run-port"),
+            pytest.param(ServedAddress("localhost", 8080), {}, "http://localhost:8080/mcp", id="localhost"),
+            pytest.param(ServedAddress("::1", 5001), {}, "http://[::1]:5001/mcp", id="ipv6-loopback"),
+            pytest.param(ServedAddress("127.0.0.1", 5443, https=True), {}, "https://127.0.0.1:5443/mcp", id="cert"),
+            # In a container flask run binds every interface; the server still answers loopback hosts only.
+            pytest.param(ServedAddress("0.0.0.0", 5000), {}, "http://127.0.0.1:5000/mcp", id="all-interfaces"),  # noqa: S104
+            pytest.param(None, {"FLASK_RUN_PORT": "5099"}, "http://127.0.0.1:5099/mcp", id="flask-run-port-variable"),
+            pytest.param(
+                ServedAddress("127.0.0.1", 5077),
+                {"FLASK_RUN_PORT": "5099"},
+                "http://127.0.0.1:5077/mcp",
+                id="the-served-port-wins",
+            ),
+            pytest.param(
+                ServedAddress("127.0.0.1", 5077),
+                {"MCP_RESOURCE_URL": "http://localhost:9000/mcp"},
+                "http://localhost:9000/mcp",
+                id="mcp-resource-url-wins",
+            ),
+        ],
+    )
+    def test_every_url_follows_the_port_served(
+        self, served: ServedAddress | None, env: dict[str, str], resource: str
+    ) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", **env}, served=served)
+        origin = resource.removesuffix("/mcp")
+        assert settings.resource_url == resource
+        assert settings.issuer == origin + "/dev-issuer"
+        assert settings.audiences == (resource,)
+        assert settings.authorization_servers == (origin + "/dev-issuer",)
+
+    def test_the_served_port_does_not_matter_in_production(self) -> None:
+        assert Settings.from_mapping(PRODUCTION, served=ServedAddress("127.0.0.1", 5077)).resource_url == RESOURCE
+
+    def test_a_random_port_cannot_be_advertised(self) -> None:
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_mapping({"MCP_DEV": "1"}, served=ServedAddress("127.0.0.1", 0))
+        assert_refused(
+            caught.value,
+            "MCP_RESOURCE_URL",
+            "flask run --port 0 listens on a port chosen at random, which clients cannot be told: "
+            "give a port, or set MCP_RESOURCE_URL",
+        )
+
+    def test_a_bad_flask_run_port(self) -> None:
+        assert_refused(
+            refusal({"MCP_DEV": "1", "FLASK_RUN_PORT": "http"}), "FLASK_RUN_PORT", "must be a whole number, not 'http'"
+        )
 
     @pytest.mark.parametrize(
         ("value", "expected"),
