@@ -112,7 +112,6 @@ class ScopedServer:
         self.registrations: list[Registration] = []
         self._inline = sync_in_request_thread
         self._provider = "-"
-        self._registered_by: dict[tuple[str, str], str] = {}
         self._instructions: list[str] = []
         self._development_scopes: list[str] = []
 
@@ -126,11 +125,10 @@ class ScopedServer:
             self._provider = previous
 
     def _register(self, kind: Kind, name: str, scopes: frozenset[str], fn: F, add: Callable[[F], Any]) -> None:
-        first = self._registered_by.get((kind, name))
-        if first is not None:
-            raise DuplicateRegistration(kind, name, first, self._provider)
+        for earlier in self.registrations:
+            if (earlier.kind, earlier.name) == (kind, name):
+                raise DuplicateRegistration(kind, name, earlier.provider, self._provider)
         add(in_request_thread(fn) if self._inline else fn)
-        self._registered_by[(kind, name)] = self._provider
         self.registrations.append(Registration(kind, name, scopes, self._provider, fn))
 
     def required_scopes(self) -> list[str]:
