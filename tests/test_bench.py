@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_sdk_client import ALL_TOOLS
 from tests.support.issuer import MockIssuer
 
 
@@ -21,13 +22,6 @@ def test_native_app_serves_the_examples(issuer: MockIssuer, tmp_path: Path, monk
     native = importlib.import_module("bench.native_app")
     monkeypatch.delitem(sys.modules, "bench.native_app")
     tools = asyncio.run(native.server.list_tools())
-    assert [tool.name for tool in tools] == [
-        "whoami",
-        "greet_user",
-        "list_todos",
-        "add_todo",
-        "delete_todo",
-        "count_to",
-    ]
+    assert [tool.name for tool in tools] == ALL_TOOLS
     assert native.server.instructions.startswith("Tools of a small todo list")
     assert (tmp_path / "native.sqlite3").is_file()

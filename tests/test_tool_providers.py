@@ -25,6 +25,7 @@ from app.mcp_server import ScopedServer
 from app.settings import Settings
 from app.settings import SettingsError
 from tests.conftest import RESOURCE
+from tests.e2e.test_sdk_client import ALL_TOOLS
 from tests.support.issuer import MockIssuer
 
 PROVIDER_LOGGER = "app.tool_providers"
@@ -153,14 +154,7 @@ class TestWhichProvidersRun:
     def test_with_none_installed_the_examples_run(self, build: Callable[..., Flask]) -> None:
         app = build()
         assert {provider for _, _, provider in registered(app)} == {"flask_mcp_examples:register"}
-        assert [name for kind, name, _ in registered(app) if kind == "tool"] == [
-            "whoami",
-            "greet_user",
-            "list_todos",
-            "add_todo",
-            "delete_todo",
-            "count_to",
-        ]
+        assert [name for kind, name, _ in registered(app) if kind == "tool"] == ALL_TOOLS
         assert instructions(app) == (
             "Tools of a small todo list that belongs to the signed-in user, plus whoami, greet_user "
             "and count_to (which reports progress while it counts)."
