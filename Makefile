@@ -1,5 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up .venv first.
 PYTHON ?= python3
+# The port of `make run` (make run PORT=8080); every URL the server advertises names it.
+PORT ?= 5000
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -11,22 +13,22 @@ HARNESS_INSTALLED := $(HARNESS)/node_modules/.installed
 
 .PHONY: run test lint format install clean system-packages conformance-harness bench
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml examples/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' -e ./examples
 	touch $@
 
 install: $(INSTALLED)
 
 run: $(INSTALLED)
 	@echo
-	@echo "  MCP endpoint:  http://127.0.0.1:5000/mcp   (development mode: the server is its own OAuth authorization server)"
-	@echo "  In a browser:  http://127.0.0.1:5000/      (the tools, their scopes, how to connect)"
-	@echo "  Claude Code:   claude mcp add --transport http todo http://127.0.0.1:5000/mcp   then /mcp in Claude Code to sign in"
+	@echo "  MCP endpoint:  http://127.0.0.1:$(PORT)/mcp   (development mode: the server is its own OAuth authorization server)"
+	@echo "  In a browser:  http://127.0.0.1:$(PORT)/      (the tools, their scopes, how to connect)"
+	@echo "  Claude Code:   claude mcp add --transport http flask-mcp-server http://127.0.0.1:$(PORT)/mcp   then /mcp in Claude Code to sign in"
 	@echo "  MCP Inspector: npx @modelcontextprotocol/inspector, transport Streamable HTTP, the URL above, Connect"
 	@echo
-	MCP_DEV=1 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
+	MCP_DEV=1 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
 
 system-packages:
 	@scripts/ensure-debian-packages $(SYSTEM_PACKAGES)

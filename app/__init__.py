@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -26,6 +24,7 @@ from app import health
 from app import metrics
 from app import protected_resource
 from app import rate_limits
+from app import tool_providers
 from app import transport_security
 from app.auth import BearerAuthentication
 from app.auth import init_app as init_auth
@@ -42,9 +41,9 @@ from app.bridge import MAX_BODY_BYTES
 from app.bridge import init_app as init_bridge
 from app.mcp_server import ScopedServer
 from app.mcp_server import create_mcp_server
+from app.provider import Provider
 from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
-from app.tools import register_all
 
 __all__ = ["create_app", "start_worker", "stop_worker"]
 
@@ -98,21 +97,37 @@ def _configure_logging() -> None:
         werkzeug_logger.addFilter(RedactQueryStrings())
 
 
-ToolRegistration = Callable[[ScopedServer, str], None]
-
-
-def create_app(settings: Settings | None = None, *, register_tools: ToolRegistration = register_all) -> Flask:
+def create_app(settings: Settings | None = None, *, register_tools: Provider | None = None) -> Flask:
     """Build the application; without ``settings`` they are read from the environment.
 
-    ``register_tools(server, database)`` defines the tools, resources and prompts
-    (the examples by default); test fixtures pass their own.
+    The tools, resources and prompts come from the providers MCP_TOOLS names
+    (the examples when unset), or from ``register_tools`` when given (test
+    fixtures pass their own).
     """
-    settings = settings if settings is not None else Settings.from_env()
+    # Under flask run, where it listens: development mode advertises that port.
+    served = cli.flask_run_address() if settings is None else None
+    settings = settings if settings is not None else Settings.from_env(served=served)
     _configure_logging()
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
 
     issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
+    state_secret = settings.state_secret or (issuer.state_secret if issuer is not None else None)
+    policy = ScopePolicy()
+    server = create_mcp_server(state_secret=state_secret)
+    # Stateless, every request has an event loop of its own and a sync tool can run in the request's
+    # thread; stateful, one loop serves every session and sync tools must not block it.
+    tools = ScopedServer(
+        server,
+        policy,
+        sync_in_request_thread=not settings.stateful,
+        instance_path=app.instance_path,
+        env=settings.environ,
+    )
+    settings = tool_providers.register(tools, settings, register_tools)
+    app.extensions["mcp_settings"] = settings
+    app.extensions["mcp_tools"] = tools
+
     if issuer is not None:
         logger.warning(
             "DEVELOPMENT MODE (MCP_DEV=1): this server is its own OAuth authorization server; never expose it. "
@@ -120,19 +135,9 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
             settings.public_origin + "/",
             settings.resource_url,
         )
-        state_secret = settings.state_secret or issuer.state_secret
-    else:
-        state_secret = settings.state_secret
+        cli.warn_if_served_elsewhere(settings, served)
     verifier = _token_verifier(settings, issuer)
     app.extensions["mcp_keys"] = verifier.key_stores
-    app.extensions["mcp_settings"] = settings
-
-    policy = ScopePolicy(settings.scope_hierarchy)
-    server = create_mcp_server(state_secret=state_secret)
-    database = settings.database or os.path.join(app.instance_path, "todos.sqlite3")
-    # Stateless, every request has an event loop of its own and a sync tool can run in the request's
-    # thread; stateful, one loop serves every session and sync tools must not block it.
-    register_tools(ScopedServer(server, policy, sync_in_request_thread=not settings.stateful), database)
 
     errors.init_app(app)
     audit.init_app(app, enabled=settings.audit_log)

@@ -1,8 +1,9 @@
 """The MCP server itself: the SDK's ``MCPServer``, with a scope declaration beside each primitive.
 
-Tools, resources and prompts are plain SDK ones. :class:`ScopedServer` only
-adds ``scopes=`` to the decorators and records it in the :class:`ScopePolicy`
-that the authentication hook consults before the SDK runs.
+Tools, resources and prompts are plain SDK ones, defined by tool providers
+(:mod:`app.tool_providers`). :class:`ScopedServer` adds ``scopes=`` to the
+decorators and records it in the :class:`ScopePolicy` that the authentication
+hook consults before the SDK runs.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ import functools
 import inspect
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
+from typing import Literal
 from typing import TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import RequestStateSecurity
 
 from app.auth.scopes import ScopePolicy
+from app.settings import SettingsError
+from app.settings import is_scope_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 SERVER_NAME = "flask-mcp-server"
-INSTRUCTIONS = (
-    "Tools of a small todo list that belongs to the signed-in user, plus whoami, greet_user "
-    "and count_to (which reports progress while it counts)."
-)
 
 
 def in_request_thread(fn: F) -> F:
@@ -47,48 +52,153 @@ def in_request_thread(fn: F) -> F:
     return run_inline  # type: ignore[return-value]
 
 
-class ScopedServer:
-    """Registers SDK tools together with the OAuth scopes each one requires."""
+Kind = Literal["tool", "resource", "prompt"]
+#: Scopes as a list, or as one space-separated string (the form OAuth itself uses, RFC 6749 section 3.3).
+Scopes = str | Iterable[str]
 
-    def __init__(self, mcp: MCPServer, policy: ScopePolicy, *, sync_in_request_thread: bool = True) -> None:
+
+def scope_set(scopes: Scopes) -> frozenset[str]:
+    """The scopes as a set, each checked: a quote or space inside one would break every challenge naming it."""
+    listed = scopes.split() if isinstance(scopes, str) else list(scopes)
+    for scope in listed:
+        if not isinstance(scope, str) or not is_scope_token(scope):
+            raise SettingsError("MCP_TOOLS", f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
+    return frozenset(listed)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One tool, resource (URI or template) or prompt, the scopes it requires and the provider that registered it."""
+
+    kind: Kind
+    name: str
+    scopes: frozenset[str]
+    provider: str
+    function: Callable[..., Any]
+
+
+class DuplicateRegistration(SettingsError):
+    """Two registrations of one tool name, resource URI or prompt name: the SDK would keep the first silently."""
+
+    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
+        by = f"twice by {first}" if first == second else f"by both {first} and {second}"
+        super().__init__("MCP_TOOLS", f"{kind} {name!r} is registered {by}: MCP names must be unique")
+
+
+class ScopedServer:
+    """What a tool provider registers with: SDK tools, resources and prompts, each with the OAuth scopes it requires.
+
+    The single place where primitives are registered, so the server knows for
+    each one its scopes (for the authentication hook), the provider it came
+    from (for ``flask mcp tools`` and error messages) and its function.
+    """
+
+    def __init__(
+        self,
+        mcp: MCPServer,
+        policy: ScopePolicy,
+        *,
+        sync_in_request_thread: bool = True,
+        instance_path: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.mcp = mcp
         self.policy = policy
+        #: The instance folder: where a provider keeps its data (a SQLite file, a cache).
+        self.instance_path = instance_path
+        #: The variables the settings were read from (the process environment over ``.env``): read your
+        #: own there, under a prefix of your own, and they work alike under flask run, gunicorn and uWSGI.
+        self.env: Mapping[str, str] = MappingProxyType(dict(env or {}))
+        self.registrations: list[Registration] = []
         self._inline = sync_in_request_thread
+        self._provider = "-"
+        self._instructions: list[str] = []
+        self._development_scopes: list[str] = []
 
-    def _registered(self, fn: F) -> F:
-        return in_request_thread(fn) if self._inline else fn
+    @contextmanager
+    def registering_for(self, provider: str) -> Iterator[None]:
+        """Attribute what is registered inside the block to ``provider``."""
+        previous, self._provider = self._provider, provider
+        try:
+            yield
+        finally:
+            self._provider = previous
 
-    def describe_scopes(self, descriptions: dict[str, str]) -> None:
+    def _register(self, kind: Kind, name: str, scopes: frozenset[str], fn: F, add: Callable[[F], Any]) -> None:
+        for earlier in self.registrations:
+            if (earlier.kind, earlier.name) == (kind, name):
+                raise DuplicateRegistration(kind, name, earlier.provider, self._provider)
+        add(in_request_thread(fn) if self._inline else fn)
+        self.registrations.append(Registration(kind, name, scopes, self._provider, fn))
+
+    def required_scopes(self) -> list[str]:
+        """Every scope some registered primitive requires, in the order they were first registered."""
+        return list(dict.fromkeys(scope for r in self.registrations for scope in sorted(r.scopes)))
+
+    def advertise_in_development(self, scopes: Scopes) -> None:
+        """The scopes development mode advertises, so a client asks for them first (unless MCP_SCOPES_SUPPORTED is set).
+
+        Without it, every scope a registered primitive requires; name fewer to
+        have a client start narrow and step up.
+        """
+        ordered = scopes.split() if isinstance(scopes, str) else list(scopes)
+        scope_set(ordered)
+        self._development_scopes.extend(s for s in dict.fromkeys(ordered) if s not in self._development_scopes)
+
+    def development_scopes(self) -> list[str]:
+        return list(self._development_scopes) or self.required_scopes()
+
+    def add_instructions(self, text: str) -> None:
+        """Text for the server's ``instructions`` (sent at initialize and server/discover), after earlier providers'."""
+        self._instructions.append(text.strip())
+        # MCPServer takes instructions only when it is built, before any provider has run; the low-level
+        # server reads this attribute on every initialize and server/discover (mcp 2.3).
+        self.mcp._lowlevel_server.instructions = "\n\n".join(self._instructions)
+
+    def describe_scopes(self, descriptions: Mapping[str, str]) -> None:
         """One line per scope saying what it lets a client do, for consent pages."""
         for scope, description in descriptions.items():
             self.policy.describe(scope, description)
 
-    def tool(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
+    def imply_scopes(self, hierarchy: Mapping[str, Scopes]) -> None:
+        """Broader scopes that imply narrower ones, e.g. ``{"notes:write": ["notes:read"]}``.
+
+        MCP_SCOPE_HIERARCHY, when set, replaces everything the providers declare here.
+        """
+        for broad, narrow in hierarchy.items():
+            if scope_set(broad) != {broad}:
+                raise SettingsError("MCP_TOOLS", f"{broad!r} is not one valid scope token (RFC 6749 section 3.3)")
+            self.policy.imply(broad, scope_set(narrow))
+
+    def tool(self, *, scopes: Scopes = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
 
         def decorator(fn: F) -> F:
-            self.policy.require_for_tool(name or fn.__name__, scopes)
-            self.mcp.tool(name=name, **options)(self._registered(fn))
+            tool_name, required = name or fn.__name__, scope_set(scopes)
+            self._register("tool", tool_name, required, fn, self.mcp.tool(name=name, **options))
+            self.policy.require_for_tool(tool_name, required)
             return fn
 
         return decorator
 
-    def resource(self, uri: str, *, scopes: Iterable[str] = (), **options: Any) -> Callable[[F], F]:
+    def resource(self, uri: str, *, scopes: Scopes = (), **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.resource()``; ``scopes`` are all required to read it (templates included)."""
 
         def decorator(fn: F) -> F:
-            self.policy.require_for_resource(uri, scopes)
-            self.mcp.resource(uri, **options)(self._registered(fn))
+            required = scope_set(scopes)
+            self._register("resource", uri, required, fn, self.mcp.resource(uri, **options))
+            self.policy.require_for_resource(uri, required)
             return fn
 
         return decorator
 
-    def prompt(self, *, scopes: Iterable[str] = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
+    def prompt(self, *, scopes: Scopes = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.prompt()``; ``scopes`` are all required to get the prompt."""
 
         def decorator(fn: F) -> F:
-            self.policy.require_for_prompt(name or fn.__name__, scopes)
-            self.mcp.prompt(name=name, **options)(self._registered(fn))
+            prompt_name, required = name or fn.__name__, scope_set(scopes)
+            self._register("prompt", prompt_name, required, fn, self.mcp.prompt(name=name, **options))
+            self.policy.require_for_prompt(prompt_name, required)
             return fn
 
         return decorator
@@ -101,4 +211,4 @@ def create_mcp_server(*, state_secret: str | None) -> MCPServer:
     on another worker, which must be able to open the state the first sealed.
     """
     security = RequestStateSecurity(keys=[state_secret]) if state_secret else None
-    return MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, request_state_security=security)
+    return MCPServer(SERVER_NAME, request_state_security=security)

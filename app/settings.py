@@ -11,26 +11,27 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from limits import parse_many
 
-DEV_RESOURCE_URL = "http://127.0.0.1:5000/mcp"
+DEV_PORT = 5000
+DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
-DEFAULT_SCOPE_HIERARCHY = "todo:write=todo:read"
-# Development mode advertises the example tools' scopes unless MCP_SCOPES_SUPPORTED says otherwise,
-# so a newcomer's client asks for everything the examples need in one consent.
-DEV_SCOPES_SUPPORTED = "todo:read todo:write todo:delete"
 DEV_TOKEN_LIFETIME = 600
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 TokenProfile = Literal["jwt", "rfc9068"]
+# An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
+_PROVIDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class IssuerConfig:
     issuer: str
     jwks_uri: str | None
     audiences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServedAddress:
+    """Where the development server listens, when it is the one loading the app (``flask run``)."""
+
+    host: str
+    port: int
+    https: bool = False
 
 
 class SettingsError(ValueError):
@@ -62,13 +72,18 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     token_profile: TokenProfile = "jwt"  # noqa: S105 (a profile name)
     state_secret: str | None = None
-    database: str | None = None
+    # The tool providers' import paths (MCP_TOOLS); empty: the installed ones, else the examples (app.tool_providers).
+    tools: tuple[str, ...] = ()
     dev: bool = False
     resource_name: str = "Flask MCP server"
     clock_leeway: int = 30
     jwks_ttl: int = 3600
     jwks_refetch_cooldown: int = 30
-    scope_hierarchy: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # MCP_SCOPE_HIERARCHY; None when unset, so the hierarchy the tool providers declare applies.
+    scope_hierarchy: Mapping[str, frozenset[str]] | None = None
+    # Development mode without MCP_SCOPES_SUPPORTED: advertise what the tool providers ask for (by default every
+    # scope they require), so a newcomer's client asks for it in one consent (create_app fills scopes_supported in).
+    advertise_required_scopes: bool = False
     json_response: bool = False
     stateful: bool = False
     audit_log: bool = True
@@ -87,6 +102,9 @@ class Settings:
     workers: int = 1
     instance_path: str | None = None
     dev_token_lifetime: int = DEV_TOKEN_LIFETIME
+    # Everything the settings were read from (the process environment over .env), for tool providers
+    # to read their own variables from; it holds secrets, so it is never printed or compared.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def issuer(self) -> str:
@@ -118,21 +136,25 @@ class Settings:
         *,
         dotenv_path: str | os.PathLike[str] | None = ".env",
         workers: int | None = None,
+        served: ServedAddress | None = None,
     ) -> Settings:
         """Read and validate the configuration.
 
         Variables set in the process environment win over the ``.env`` file.
         ``workers`` is the number of worker processes that will share this
-        configuration (gunicorn passes its own count).
+        configuration (gunicorn passes its own count); ``served`` is where
+        ``flask run`` listens, when it is the server loading the app.
         """
         env: dict[str, str] = {}
         if dotenv_path is not None and Path(dotenv_path).is_file():
             env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
         env.update(os.environ if environ is None else environ)
-        return cls.from_mapping(env, workers=workers)
+        return cls.from_mapping(env, workers=workers, served=served)
 
     @classmethod
-    def from_mapping(cls, env: Mapping[str, str], *, workers: int | None = None) -> Settings:
+    def from_mapping(
+        cls, env: Mapping[str, str], *, workers: int | None = None, served: ServedAddress | None = None
+    ) -> Settings:
         def get(name: str) -> str:
             return env.get(name, "").strip()
 
@@ -142,7 +164,7 @@ class Settings:
 
         resource_url = get("MCP_RESOURCE_URL")
         if dev:
-            resource_url = resource_url or DEV_RESOURCE_URL
+            resource_url = resource_url or _dev_resource_url(env, served)
             _check_url("MCP_RESOURCE_URL", resource_url)
             if not is_loopback_host(urlsplit(resource_url).hostname):
                 raise SettingsError(
@@ -177,8 +199,6 @@ class Settings:
             default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
         authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
-        if dev and "MCP_SCOPES_SUPPORTED" not in env:
-            scopes_supported = tuple(DEV_SCOPES_SUPPORTED.split())
         if "offline_access" in scopes_supported:
             # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
             raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
@@ -220,13 +240,14 @@ class Settings:
             allowed_origins=allowed_origins,
             token_profile=profile,  # type: ignore[arg-type]
             state_secret=state_secret,
-            database=get("MCP_DATABASE") or None,
+            tools=_tool_providers(env),
             dev=dev,
             resource_name=get("MCP_RESOURCE_NAME") or "Flask MCP server",
             clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=30, minimum=0, maximum=300),
             jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=3600, minimum=60),
             jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
-            scope_hierarchy=_scope_hierarchy(env.get("MCP_SCOPE_HIERARCHY", DEFAULT_SCOPE_HIERARCHY)),
+            scope_hierarchy=_scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
+            advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
@@ -246,7 +267,46 @@ class Settings:
             dev_token_lifetime=_integer(
                 env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
             ),
+            environ=MappingProxyType(dict(env)),
         )
+
+
+def _dev_resource_url(env: Mapping[str, str], served: ServedAddress | None) -> str:
+    """Development mode without MCP_RESOURCE_URL: the address ``flask run`` serves, so every URL names its port.
+
+    ``flask run --port`` is known while the app loads (``served``); other commands
+    (``flask mcp token``) find the same port in FLASK_RUN_PORT, the variable
+    ``flask run`` itself reads its port from.
+    """
+    if served is None:
+        raw = env.get("FLASK_RUN_PORT", "").strip()
+        if not raw:
+            return DEV_RESOURCE_URL
+        served = ServedAddress("127.0.0.1", _integer(env, "FLASK_RUN_PORT", default=DEV_PORT, minimum=1, maximum=65535))
+    if served.port == 0:
+        raise SettingsError(
+            "MCP_RESOURCE_URL",
+            "flask run --port 0 listens on a port chosen at random, which clients cannot be told: "
+            "give a port, or set MCP_RESOURCE_URL",
+        )
+    # Bound to every interface (0.0.0.0, as in a container) the server still answers loopback hosts only.
+    host = served.host if is_loopback_host(served.host) else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host.strip('[]')}]"
+    return f"{'https' if served.https else 'http'}://{host}:{served.port}/mcp"
+
+
+def _tool_providers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MCP_TOOLS: import paths of tool providers, ``package.module:function``, comma-separated."""
+    providers = _list(env, "MCP_TOOLS")
+    for provider in providers:
+        if not _PROVIDER.fullmatch(provider):
+            raise SettingsError(
+                "MCP_TOOLS", f"{provider!r} is not an import path like package.module:function (comma-separated)"
+            )
+        if providers.count(provider) > 1:
+            raise SettingsError("MCP_TOOLS", f"lists {provider!r} twice")
+    return providers
 
 
 def _audiences(env: Mapping[str, str], resource_url: str) -> tuple[str, ...]:
@@ -384,9 +444,13 @@ def _scope_list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
     return scopes
 
 
-def _check_scope_token(variable: str, scope: str) -> None:
+def is_scope_token(scope: str) -> bool:
     # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-    if not all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in scope):
+    return bool(scope) and all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in scope)
+
+
+def _check_scope_token(variable: str, scope: str) -> None:
+    if not is_scope_token(scope):
         raise SettingsError(variable, f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
 
 

@@ -38,6 +38,7 @@ class TransportSecurity:
         self._host = (resource.hostname or "").lower()
         self._port = resource.port or _DEFAULT_PORTS[resource.scheme]
         self._dev = settings.dev
+        self._resource_url = settings.resource_url
         own_origin = settings.public_origin.lower()
         self._origins = frozenset({own_origin, *settings.allowed_origins})
         self._mcp_endpoint = mcp_endpoint
@@ -57,9 +58,9 @@ class TransportSecurity:
             hostname, port = (parts.hostname or "").lower(), parts.port
         except ValueError:
             return False
-        if self._dev and is_loopback_host(hostname):
-            return True
-        return hostname == self._host and (port is None or port == self._port)
+        # Development mode answers on any loopback name (localhost, 127.0.0.1, [::1]), on its own port.
+        name_matches = is_loopback_host(hostname) if self._dev else hostname == self._host
+        return name_matches and (port is None or port == self._port)
 
     def _known_host(self, host: str) -> bool:
         """``host_allowed``, remembered: a server sees few distinct Host values, and parsing one costs."""
@@ -85,6 +86,38 @@ class TransportSecurity:
             return _json_error(421, "misdirected_request", "This server does not serve the requested host")
         return None
 
+    def check_development_host(self) -> Response | None:
+        """Development mode, every path: only loopback hosts, and only on the port every URL names.
+
+        The landing page, the metadata and the authorization server all name
+        MCP_RESOURCE_URL's origin: a request that reached the server on another
+        port (``flask run --port`` with MCP_RESOURCE_URL still naming the
+        default, say) is told where the server says it is, instead of being
+        handed URLs that lead elsewhere. Any other host is a DNS-rebinding
+        attempt: a web page must not reach the authorization server.
+        """
+        if self.host_allowed(request.host):
+            return None
+        host = request.host[:100]
+        logger.warning(
+            "refused %s %s: host %r does not match %s", request.method, request.path, host, self._resource_url
+        )
+        try:
+            loopback = is_loopback_host(urlsplit("//" + request.host).hostname)
+        except ValueError:
+            loopback = False
+        if not loopback:
+            description = f"Development mode answers loopback hosts only; this server is {self._resource_url}"
+        else:
+            description = (
+                f"This development server is configured for {self._resource_url} (MCP_RESOURCE_URL), but the "
+                f"request was sent to {host}: connect to that URL, or set MCP_RESOURCE_URL to the one clients use"
+            )
+        return _json_error(421, "misdirected_request", description)
+
 
 def init_app(app: Flask, settings: Settings) -> None:
-    app.before_request(TransportSecurity(settings).check)
+    security = TransportSecurity(settings)
+    if settings.dev:
+        app.before_request(security.check_development_host)
+    app.before_request(security.check)

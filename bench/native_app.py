@@ -20,10 +20,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from app.auth.scopes import ScopePolicy
-from app.mcp_server import INSTRUCTIONS
 from app.mcp_server import SERVER_NAME
 from app.mcp_server import ScopedServer
-from app.tools import register_all
+from flask_mcp_examples import register
 
 ISSUER = os.environ["BENCH_ISSUER"]
 AUDIENCE = os.environ["BENCH_AUDIENCE"]
@@ -61,9 +60,18 @@ class JWTVerifier(TokenVerifier):
 
 server = MCPServer(
     SERVER_NAME,
-    instructions=INSTRUCTIONS,
     token_verifier=JWTVerifier(),
     auth=AuthSettings(issuer_url=ISSUER, resource_server_url=AUDIENCE, validate_token_resource=False),
 )
-register_all(ScopedServer(server, ScopePolicy(), sync_in_request_thread=False), os.environ["BENCH_DATABASE"])
+# The example tools, as our server runs them by default; the provider also sets the instructions.
+database = os.environ["BENCH_DATABASE"]
+register(
+    ScopedServer(
+        server,
+        ScopePolicy(),
+        sync_in_request_thread=False,
+        instance_path=os.path.dirname(database),
+        env={"MCP_DATABASE": database},
+    )
+)
 app = server.streamable_http_app(stateless_http=True)

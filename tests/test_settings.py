@@ -9,6 +9,7 @@ import pytest
 
 from app.settings import DEV_RESOURCE_URL
 from app.settings import IssuerConfig
+from app.settings import ServedAddress
 from app.settings import Settings
 from app.settings import SettingsError
 from app.settings import is_loopback_host
@@ -18,7 +19,6 @@ ISSUER = "https://login.example.com/tenant"
 PRODUCTION = {"MCP_RESOURCE_URL": RESOURCE, "MCP_ISSUER": ISSUER}
 SECRET = "s" * 32
 METRICS_TOKEN = "m" * 40
-DEFAULT_HIERARCHY = {"todo:write": frozenset({"todo:read"})}
 DEV_ISSUER = "http://127.0.0.1:5000/dev-issuer"
 STATE_SECRET_REQUIRED = (
     "required when {workers} worker processes run: every worker must seal request state with the same secret "
@@ -61,13 +61,14 @@ class TestProductionDefaults:
             allowed_origins=(),
             token_profile="jwt",
             state_secret=None,
-            database=None,
+            tools=(),
             dev=False,
             resource_name="Flask MCP server",
             clock_leeway=30,
             jwks_ttl=3600,
             jwks_refetch_cooldown=30,
-            scope_hierarchy=DEFAULT_HIERARCHY,
+            scope_hierarchy=None,
+            advertise_required_scopes=False,
             json_response=False,
             trusted_proxies=0,
             metrics_token=None,
@@ -87,7 +88,7 @@ class TestProductionDefaults:
             "MCP_ALLOWED_ORIGINS": "https://App.Example.com, http://localhost:3000/",
             "MCP_TOKEN_PROFILE": "rfc9068",
             "MCP_STATE_SECRET": SECRET,
-            "MCP_DATABASE": "/var/lib/mcp/todos.sqlite3",
+            "MCP_TOOLS": "notes_mcp:register, acme.weather.tools:register_all",
             "MCP_RESOURCE_NAME": "Todo server",
             "MCP_CLOCK_LEEWAY": "5",
             "MCP_JWKS_TTL": "600",
@@ -112,7 +113,7 @@ class TestProductionDefaults:
             allowed_origins=("https://app.example.com", "http://localhost:3000"),
             token_profile="rfc9068",
             state_secret=SECRET,
-            database="/var/lib/mcp/todos.sqlite3",
+            tools=("notes_mcp:register", "acme.weather.tools:register_all"),
             dev=False,
             resource_name="Todo server",
             clock_leeway=5,
@@ -364,12 +365,66 @@ class TestDevelopmentMode:
             resource_url="http://127.0.0.1:5000/mcp",
             issuers=(IssuerConfig(DEV_ISSUER, None, ("http://127.0.0.1:5000/mcp",)),),
             authorization_servers=(DEV_ISSUER,),
-            scopes_supported=("todo:read", "todo:write", "todo:delete"),
+            # create_app fills in what the tool providers ask for.
+            scopes_supported=(),
+            advertise_required_scopes=True,
             dev=True,
-            scope_hierarchy=DEFAULT_HIERARCHY,
+            scope_hierarchy=None,
             dev_token_lifetime=600,
         )
         assert DEV_RESOURCE_URL == "http://127.0.0.1:5000/mcp"
+
+    @pytest.mark.parametrize(
+        ("served", "env", "resource"),
+        [
+            pytest.param(ServedAddress("127.0.0.1", 5077), {}, "http://127.0.0.1:5077/mcp", id="flask-run-port"),
+            pytest.param(ServedAddress("localhost", 8080), {}, "http://localhost:8080/mcp", id="localhost"),
+            pytest.param(ServedAddress("::1", 5001), {}, "http://[::1]:5001/mcp", id="ipv6-loopback"),
+            pytest.param(ServedAddress("127.0.0.1", 5443, https=True), {}, "https://127.0.0.1:5443/mcp", id="cert"),
+            # In a container flask run binds every interface; the server still answers loopback hosts only.
+            pytest.param(ServedAddress("0.0.0.0", 5000), {}, "http://127.0.0.1:5000/mcp", id="all-interfaces"),  # noqa: S104
+            pytest.param(None, {"FLASK_RUN_PORT": "5099"}, "http://127.0.0.1:5099/mcp", id="flask-run-port-variable"),
+            pytest.param(
+                ServedAddress("127.0.0.1", 5077),
+                {"FLASK_RUN_PORT": "5099"},
+                "http://127.0.0.1:5077/mcp",
+                id="the-served-port-wins",
+            ),
+            pytest.param(
+                ServedAddress("127.0.0.1", 5077),
+                {"MCP_RESOURCE_URL": "http://localhost:9000/mcp"},
+                "http://localhost:9000/mcp",
+                id="mcp-resource-url-wins",
+            ),
+        ],
+    )
+    def test_every_url_follows_the_port_served(
+        self, served: ServedAddress | None, env: dict[str, str], resource: str
+    ) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", **env}, served=served)
+        origin = resource.removesuffix("/mcp")
+        assert settings.resource_url == resource
+        assert settings.issuer == origin + "/dev-issuer"
+        assert settings.audiences == (resource,)
+        assert settings.authorization_servers == (origin + "/dev-issuer",)
+
+    def test_the_served_port_does_not_matter_in_production(self) -> None:
+        assert Settings.from_mapping(PRODUCTION, served=ServedAddress("127.0.0.1", 5077)).resource_url == RESOURCE
+
+    def test_a_random_port_cannot_be_advertised(self) -> None:
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_mapping({"MCP_DEV": "1"}, served=ServedAddress("127.0.0.1", 0))
+        assert_refused(
+            caught.value,
+            "MCP_RESOURCE_URL",
+            "flask run --port 0 listens on a port chosen at random, which clients cannot be told: "
+            "give a port, or set MCP_RESOURCE_URL",
+        )
+
+    def test_a_bad_flask_run_port(self) -> None:
+        assert_refused(
+            refusal({"MCP_DEV": "1", "FLASK_RUN_PORT": "http"}), "FLASK_RUN_PORT", "must be a whole number, not 'http'"
+        )
 
     @pytest.mark.parametrize(
         ("value", "expected"),
@@ -527,8 +582,8 @@ class TestScopes:
     def test_scope_hierarchy(self, value: str, expected: dict[str, frozenset[str]]) -> None:
         assert Settings.from_mapping(production(MCP_SCOPE_HIERARCHY=value)).scope_hierarchy == expected
 
-    def test_scope_hierarchy_default(self) -> None:
-        assert Settings.from_mapping(PRODUCTION).scope_hierarchy == {"todo:write": frozenset({"todo:read"})}
+    def test_unset_scope_hierarchy_leaves_it_to_the_tools(self) -> None:
+        assert Settings.from_mapping(PRODUCTION).scope_hierarchy is None
 
     @pytest.mark.parametrize(
         ("value", "problem"),
@@ -556,6 +611,64 @@ class TestScopes:
     )
     def test_bad_scope_hierarchy(self, value: str, problem: str) -> None:
         assert_refused(refusal(production(MCP_SCOPE_HIERARCHY=value)), "MCP_SCOPE_HIERARCHY", problem)
+
+
+class TestTools:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            pytest.param("", (), id="unset"),
+            pytest.param("notes_mcp:register", ("notes_mcp:register",), id="one"),
+            pytest.param(
+                " notes_mcp:register , acme.tools.weather:register_all ",
+                ("notes_mcp:register", "acme.tools.weather:register_all"),
+                id="comma-list",
+            ),
+            pytest.param("acme.tools.weather.register", ("acme.tools.weather.register",), id="dotted"),
+            pytest.param("acme:Tools.register", ("acme:Tools.register",), id="attribute-path"),
+        ],
+    )
+    def test_import_paths(self, value: str, expected: tuple[str, ...]) -> None:
+        assert Settings.from_mapping(production(MCP_TOOLS=value)).tools == expected
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            pytest.param("notes mcp:register", id="space"),
+            pytest.param("notes_mcp:", id="no-function"),
+            pytest.param(":register", id="no-module"),
+            pytest.param("notes_mcp:register:again", id="two-colons"),
+            pytest.param("notes-mcp:register", id="dash"),
+            pytest.param("./notes.py", id="a-file"),
+        ],
+    )
+    def test_not_an_import_path(self, value: str) -> None:
+        assert_refused(
+            refusal(production(MCP_TOOLS=value)),
+            "MCP_TOOLS",
+            f"{value!r} is not an import path like package.module:function (comma-separated)",
+        )
+
+    def test_listed_twice(self) -> None:
+        assert_refused(
+            refusal(production(MCP_TOOLS="notes_mcp:register, other:register, notes_mcp:register")),
+            "MCP_TOOLS",
+            "lists 'notes_mcp:register' twice",
+        )
+
+
+class TestEnviron:
+    def test_holds_every_variable_but_is_never_printed_or_compared(self) -> None:
+        secret = "x" * 40
+        settings = Settings.from_mapping(production(NOTES_API_KEY=secret))
+        assert settings.environ["NOTES_API_KEY"] == secret
+        assert secret not in repr(settings)
+        assert settings == Settings.from_mapping(PRODUCTION)
+
+    def test_is_read_only(self) -> None:
+        settings = Settings.from_mapping(PRODUCTION)
+        with pytest.raises(TypeError):
+            settings.environ["MCP_ISSUER"] = "https://evil.example"  # type: ignore[index]
 
 
 class TestStateSecret:
@@ -697,12 +810,20 @@ class TestFromEnv:
             f"MCP_RESOURCE_URL={RESOURCE}\n"
             f"MCP_ISSUER='{ISSUER}'\n"
             'MCP_RESOURCE_NAME="From the file"\n'
-            "MCP_DATABASE\n"
+            "NOTES_DATABASE=/srv/notes.sqlite3\n"
+            "NOTES_BACKUP\n"
         )
-        settings = Settings.from_env({}, dotenv_path=dotenv)
+        settings = Settings.from_env({"NOTES_TOKEN": "from-the-environment"}, dotenv_path=dotenv)
         assert (settings.resource_url, settings.issuer) == (RESOURCE, ISSUER)
         assert settings.resource_name == "From the file"
-        assert settings.database is None
+        # Tool providers read their own variables here, from the file as from the environment.
+        assert settings.environ == {
+            "MCP_RESOURCE_URL": RESOURCE,
+            "MCP_ISSUER": ISSUER,
+            "MCP_RESOURCE_NAME": "From the file",
+            "NOTES_DATABASE": "/srv/notes.sqlite3",
+            "NOTES_TOKEN": "from-the-environment",
+        }
 
     def test_the_environment_wins_over_the_file(self, tmp_path: Path) -> None:
         dotenv = tmp_path / ".env"

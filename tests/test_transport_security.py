@@ -73,3 +73,23 @@ def test_development_mode_accepts_loopback_hosts_and_origins(tmp_path) -> None: 
         assert client.post("/mcp", headers={"Host": host, "Origin": origin}).status_code == 401
     assert client.post("/mcp", headers={"Host": "evil.example"}).status_code == 421
     assert client.post("/mcp", headers={"Host": "localhost:5000", "Origin": "https://evil.example"}).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/", "/.well-known/oauth-protected-resource/mcp", "/dev-issuer/jwks.json"])
+@pytest.mark.parametrize("host", ["127.0.0.1:5077", "localhost:8080", "[::1]:5001"])
+def test_development_mode_names_the_configured_url_to_another_port(tmp_path, path: str, host: str) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(tmp_path)})
+    app = create_app(settings)
+    response = app.test_client().get(path, headers={"Host": host})
+    assert response.status_code == 421
+    assert response.get_json() == {
+        "error": "misdirected_request",
+        "error_description": "This development server is configured for http://127.0.0.1:5000/mcp "
+        f"(MCP_RESOURCE_URL), but the request was sent to {host}: connect to that URL, or set MCP_RESOURCE_URL "
+        "to the one clients use",
+    }
+    assert (
+        app.test_client().get("/.well-known/oauth-protected-resource/mcp", headers={"Host": "[::1]:5000"}).status_code
+        == 200
+    )
+    app.extensions["mcp_bridge"].loops.close()

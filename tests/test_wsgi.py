@@ -57,3 +57,26 @@ def test_gunicorn_refuses_to_start_without_a_shared_state_secret() -> None:
     assert done.stderr.splitlines()[-1].startswith(
         "configuration error: MCP_STATE_SECRET: required when 3 worker processes run: every worker must seal"
     )
+
+
+@pytest.mark.e2e
+def test_gunicorn_stops_on_a_provider_that_does_not_import(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Providers are imported in the workers (never in the master, which forks them): each says why, then the
+    arbiter stops instead of restarting them forever."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MCP_RESOURCE_URL": "https://mcp.example.com/mcp",
+        "MCP_ISSUER": "https://login.example.com",
+        "MCP_STATE_SECRET": "s" * 40,
+        "MCP_INSTANCE_PATH": str(tmp_path),
+        "MCP_TOOLS": "nowhere_tools:register",
+    }
+    args = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}", "wsgi:app"]
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    assert "Traceback" not in done.stderr
+    line = (
+        "configuration error: MCP_TOOLS: cannot import 'nowhere_tools:register': there is no module "
+        "'nowhere_tools' (is its package installed in this virtualenv, or its folder on the Python path?)"
+    )
+    assert line in done.stderr.splitlines(), done.stderr

@@ -34,11 +34,22 @@ class ScopePolicy:
         self._prompts[name] = frozenset(scopes)
 
     def require_for_resource(self, uri: str, scopes: Iterable[str]) -> None:
-        """A resource URI, or an RFC 6570 template such as ``todo://{id}``."""
+        """A resource URI, or an RFC 6570 template such as ``note://{id}``."""
         if UriTemplate.is_template(uri):
             self._templates.append((uri, UriTemplate.parse(uri), frozenset(scopes)))
         else:
             self._resources[uri] = frozenset(scopes)
+
+    def imply(self, broad: str, narrow: Iterable[str]) -> None:
+        """A token granted ``broad`` may also do what each of ``narrow`` allows (added to what is declared)."""
+        self._implies[broad] = self._implies.get(broad, frozenset()) | frozenset(narrow)
+
+    def replace_hierarchy(self, hierarchy: Mapping[str, Iterable[str]]) -> None:
+        """The operator's hierarchy (MCP_SCOPE_HIERARCHY) in place of what the tools declared."""
+        self._implies = {broad: frozenset(narrow) for broad, narrow in hierarchy.items()}
+
+    def hierarchy(self) -> dict[str, frozenset[str]]:
+        return dict(self._implies)
 
     def describe(self, scope: str, description: str) -> None:
         """A one-line, user-facing description (a consent page shows it)."""

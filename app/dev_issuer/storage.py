@@ -3,7 +3,7 @@
 Clients, authorization codes, refresh tokens and fetched client metadata
 documents live in one file shared by every worker process, so a restart keeps
 registrations and any worker can redeem what another issued. One short-lived
-connection per call (like the todo store), so any thread may use it. The
+connection per call, so any thread may use it. The
 single-use rules (a code or a refresh token is redeemed once) are enforced by
 conditional UPDATEs, which SQLite serialises across processes.
 """

@@ -39,7 +39,6 @@ from app.dev_issuer.server import DevAuthorizationServer
 from app.dev_issuer.signing import DevIssuer
 from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
-from app.settings import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +66,6 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
     forms = ConsentForms(issuer.state_secret)
     metadata = json.dumps(server.metadata, indent=2).encode()
     jwks = json.dumps(issuer.jwks()).encode()
-
-    @blueprint.before_request
-    def loopback_only() -> Response | None:
-        # Development mode serves loopback only; a request naming another host is a DNS-rebinding attempt.
-        try:
-            host = urlsplit("//" + request.host).hostname
-        except ValueError:
-            host = None
-        if not is_loopback_host(host):
-            return _json({"error": "misdirected_request", "error_description": "Loopback hosts only"}, 421)
-        return None
 
     def page(template: str, status: int = 200, **context: object) -> Response:
         response = make_response(render_template(template, settings=settings, **context), status)

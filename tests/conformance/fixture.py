@@ -1,7 +1,7 @@
 """The primitives the official MCP conformance suite calls, registered through the product's own seam.
 
-``register_fixture`` is handed to ``create_app(register_tools=...)`` exactly as
-the example tools are, so every call the suite makes crosses the same
+``register_fixture`` is a tool provider handed to ``create_app(register_tools=...)``,
+in place of the ones MCP_TOOLS would name, so every call the suite makes crosses the same
 authentication, scope checks, bridge and SDK as a real deployment. This module
 is test code: it never ships with the product.
 
@@ -50,7 +50,7 @@ from mcp.types import TextContent
 from mcp.types import TextResourceContents
 from mcp.types import UnsubscribeRequestParams
 
-from app.mcp_server import ScopedServer
+from app.provider import ScopedServer
 
 # Log messages and sampling are handshake-era features that the SDK marks
 # deprecated for 2026-07-28. The suite speaks 2025-11-25, so the fixture uses
@@ -186,8 +186,8 @@ def _answer(result: ElicitResult) -> str:
     return json.dumps(result.content if result.action == "accept" else {}, separators=(",", ":"))
 
 
-def register_fixture(server: ScopedServer, database: str) -> None:
-    """Everything the suite calls; ``database`` is unused (the fixture keeps no data)."""
+def register_fixture(server: ScopedServer) -> None:
+    """Everything the suite calls: a tool provider like any other."""
     _register_tools(server)
     _register_resources(server)
     _register_prompts(server)

@@ -109,12 +109,16 @@ def test_browser_clients_on_loopback_may_register_and_redeem(dev_client: FlaskCl
 
 
 @pytest.mark.parametrize(
-    "path", ["/dev-issuer/authorize", "/dev-issuer/jwks.json", "/.well-known/oauth-authorization-server/dev-issuer"]
+    "path",
+    ["/dev-issuer/authorize", "/dev-issuer/jwks.json", "/.well-known/oauth-authorization-server/dev-issuer", "/"],
 )
 def test_only_loopback_hosts_are_served(dev_client: FlaskClient, path: str) -> None:
     response = dev_client.get(path, headers={"Host": "rebound.example:5000"})
     assert response.status_code == 421
-    assert response.get_json() == {"error": "misdirected_request", "error_description": "Loopback hosts only"}
+    assert response.get_json() == {
+        "error": "misdirected_request",
+        "error_description": "Development mode answers loopback hosts only; this server is http://127.0.0.1:5000/mcp",
+    }
 
 
 @pytest.mark.parametrize(

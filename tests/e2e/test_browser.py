@@ -203,8 +203,11 @@ def test_landing_page(dev_server: DevServer, browser: Browser, tmp_path: Path) -
         page.close()
     assert "Development mode (MCP_DEV=1)" in text
     assert f"Connect an MCP client to {dev_server.url}" in text
-    assert f"claude mcp add --transport http todo {dev_server.url}" in text
+    assert f"claude mcp add --transport http flask-mcp-server {dev_server.url}" in text
     assert "npx @modelcontextprotocol/inspector" in text
+    # A token for this very server (its resource URL names the port), with the scopes it advertises.
+    token_command = f"MCP_DEV=1 MCP_RESOURCE_URL={dev_server.url} .venv/bin/flask --app wsgi mcp token --sub alice"
+    assert token_command + " --scope todo:read" in text
     assert [(row[0], row[2]) for row in rows] == [
         ("whoami", "none"),
         ("greet_user", "none"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -53,15 +54,27 @@ class ServerProcess:
     """A server started as a subprocess, its output captured in a log file."""
 
     def __init__(
-        self, args: list[str], env: Mapping[str, str], log_path: Path, ready_url: str, *, any_status: bool = False
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        ready_url: str,
+        *,
+        any_status: bool = False,
+        process_group: bool = False,
     ) -> None:
+        """``process_group``: the server runs in a process group of its own, and stop() signals the whole group
+        (for a program that starts the server as its child, such as ``make run``)."""
         self.args = args
         self.log_path = log_path
         self.ready_url = ready_url
+        self.process_group = process_group
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
         full_env.update(env)
-        self.process = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=process_group
+        )
         try:
             wait_until_ready(ready_url, self.process, any_status=any_status)
         except RuntimeError:
@@ -72,6 +85,13 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def _signal(self, sig: int) -> None:
+        if self.process_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()
@@ -80,12 +100,16 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Stop the server; fail if its log (access log and app log) ever carried a token."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            self._signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal(signal.SIGKILL)
                 self.process.wait(10)
+        if self.process_group:
+            # The group is the one this object started (its id is the leader's pid); nothing of it may outlive it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         if not self._log.closed:
             self._log.close()
             leaked = find_tokens(self.log())

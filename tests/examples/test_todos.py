@@ -1,10 +1,10 @@
-"""The todo store: rows belong to (issuer, subject)."""
+"""The example todo store: rows belong to (issuer, subject)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from app.tools.todos import TodoStore
+from flask_mcp_examples.todos import TodoStore
 
 ALICE = ("https://issuer.example", "alice")
 ALICE_ELSEWHERE = ("https://other-issuer.example", "alice")

@@ -13,13 +13,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 from pydantic import Field
 
-from app.auth.principal import current_principal
-from app.mcp_server import ScopedServer
+from app.provider import ResourceNotFoundError
+from app.provider import ScopedServer
+from app.provider import ToolError
+from app.provider import current_principal
 
 MAX_TITLE_LENGTH = 500
 
@@ -101,6 +101,10 @@ def register(server: ScopedServer, store: TodoStore) -> None:
             "todo:delete": "Delete todos from your list",
         }
     )
+    # Adding is the broader right: whoever may add todos may see them (MCP_SCOPE_HIERARCHY can say otherwise).
+    server.imply_scopes({"todo:write": ["todo:read"]})
+    # Development mode asks for all three in one consent, so a newcomer meets no step-up at first.
+    server.advertise_in_development("todo:read todo:write todo:delete")
 
     @server.tool(scopes=["todo:read"])
     def list_todos() -> TodoList:

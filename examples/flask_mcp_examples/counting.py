@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from app.mcp_server import ScopedServer
+from app.provider import Context
+from app.provider import ScopedServer
 
 STEP_SECONDS = 0.2
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from app.auth.principal import current_principal
-from app.mcp_server import ScopedServer
+from app.provider import ScopedServer
+from app.provider import ToolError
+from app.provider import current_principal
 
 
 def register(server: ScopedServer) -> None:

@@ -1,0 +1,27 @@
+"""The benchmark's reference server (bench/native_app.py) still serves the example tools, the SDK's own way."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_sdk_client import ALL_TOOLS
+from tests.support.issuer import MockIssuer
+
+
+def test_native_app_serves_the_examples(issuer: MockIssuer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_ISSUER", issuer.issuer)
+    monkeypatch.setenv("BENCH_JWKS_URI", issuer.jwks_uri)
+    monkeypatch.setenv("BENCH_AUDIENCE", "http://localhost/mcp")
+    monkeypatch.setenv("BENCH_DATABASE", str(tmp_path / "native.sqlite3"))
+    monkeypatch.delitem(sys.modules, "bench.native_app", raising=False)
+    native = importlib.import_module("bench.native_app")
+    monkeypatch.delitem(sys.modules, "bench.native_app")
+    tools = asyncio.run(native.server.list_tools())
+    assert [tool.name for tool in tools] == ALL_TOOLS
+    assert native.server.instructions.startswith("Tools of a small todo list")
+    assert (tmp_path / "native.sqlite3").is_file()
