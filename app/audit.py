@@ -58,6 +58,7 @@ class RequestIds:
 
 
 _request_ids = RequestIds()
+_NO_CALLS = MCPRequest()
 
 
 def _begin() -> None:
@@ -74,7 +75,14 @@ def audit_record(status: int, duration_ms: float) -> dict[str, Any]:
     principal: Principal | None = ctx.get("principal")
     # Only what the authentication hook already parsed: an unauthenticated or
     # oversized body is never read for the log's sake.
-    mcp: MCPRequest = ctx.get("mcp_request") or MCPRequest()
+    mcp: MCPRequest = ctx.get("mcp_request") or _NO_CALLS
+    tool = target = None
+    for call in mcp.calls:
+        if call.target is not None:
+            if target is None:
+                target = call.target
+            if tool is None and call.method == "tools/call":
+                tool = call.target
     record: dict[str, Any] = {
         "time": _utc_timestamp(),
         "request_id": ctx.get("request_id"),
@@ -86,8 +94,8 @@ def audit_record(status: int, duration_ms: float) -> dict[str, Any]:
         "client_id": principal.client_id if principal else None,
         "jti": principal.claims.get("jti") if principal else None,
         "method": mcp.method,
-        "tool": next(iter(mcp.targets("tools/call")), None),
-        "target": next((call.target for call in mcp.calls if call.target is not None), None),
+        "tool": tool,
+        "target": target,
         "client_address": req.remote_addr,
     }
     refusal: BearerError | None = ctx.get("auth_error")

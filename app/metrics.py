@@ -148,10 +148,12 @@ class RequestMetrics:
 
     def labels(self) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
-        if "principal" not in g:
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        if "principal" not in ctx:
             return NONE, NONE
+        parsed = ctx.get("mcp_request")
         try:
-            calls = current_mcp_request().calls
+            calls = (parsed if parsed is not None else current_mcp_request()).calls
         except HTTPException:  # the body itself was refused (413): it names nothing
             return NONE, NONE
         if not calls:
@@ -170,7 +172,7 @@ class RequestMetrics:
         method, tool = self.labels()
         status = response.status_code
         self._requests_child(method, tool, status).inc()
-        started = g.get("metrics_started")
+        started = g._get_current_object().get("metrics_started")  # type: ignore[attr-defined]
         if method == "tools/call" and status == 200 and started is not None:
             histogram = self._duration_child(tool)
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from flask import Response
 from limits import RateLimitItem
 from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.storage import Storage
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
@@ -47,12 +50,57 @@ def _too_many(description: str, retry_after: int, limit: RateLimitItem) -> Respo
     return Response(json.dumps(body), status=429, mimetype="application/json", headers=headers)
 
 
+class TimerlessMemoryStorage(MemoryStorage):
+    """limits' in-memory storage, expiring counters as requests count them instead of from a timer thread.
+
+    ``MemoryStorage`` starts a new ``threading.Timer`` thread whenever the previous
+    one has run (every 10 ms while requests keep coming) to sweep expired counters:
+    about a hundred thread starts a second per worker, each one competing with the
+    request threads for the GIL. Fixed windows need no such thread: a counter past
+    its expiry is dropped when it is read (``MemoryStorage.get`` does that), and
+    the counters nobody reads any more are swept from the request path at most
+    once every ``SWEEP_INTERVAL`` seconds.
+    """
+
+    SWEEP_INTERVAL = 10.0
+
+    def __init__(self, uri: str | None = None, **options: Any) -> None:
+        super().__init__(uri, **options)
+        self.timer.cancel()  # the one the parent started; no other is ever started here
+        self._next_sweep = 0.0
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        self.get(key)  # drops the counter if its window has passed
+        with self.locks[key]:
+            self.storage[key] += amount
+            if self.storage[key] == amount:
+                self.expirations[key] = now + expiry
+        return self.storage.get(key, 0)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_INTERVAL
+        for key, expires in list(self.expirations.items()):
+            if expires <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
+
+
+def rate_limit_storage(uri: str) -> Storage:
+    if uri.startswith("memory://"):
+        return TimerlessMemoryStorage(uri)
+    return storage_from_string(uri)  # type: ignore[return-value]
+
+
 class RateLimits:
     """The counters of one app; the authentication hook asks them after every verdict."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.rate_limit is not None
-        self._strategy = FixedWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+        self._strategy = FixedWindowRateLimiter(rate_limit_storage(settings.rate_limit_storage))
         self._per_principal = parse_many(settings.rate_limit)
         self._failed_auth = parse_many(settings.rate_limit_failed_auth)
         self._last_storage_error = 0.0

@@ -103,3 +103,31 @@ def test_settings(variable: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_mapping({"MCP_DEV": "1", variable: value})
     assert str(caught.value) == message
+
+
+def test_memory_counters_start_no_timer_thread_and_still_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """limits' MemoryStorage starts a thread every 10 ms while requests come; ours expires counters inline."""
+    import threading
+
+    from limits import parse_many
+    from limits.strategies import FixedWindowRateLimiter
+
+    from app import rate_limits
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: clock[0])
+    monkeypatch.setattr("limits.storage.memory.time.time", lambda: clock[0])
+    monkeypatch.setattr("limits.strategies.time.time", lambda: clock[0], raising=False)
+    storage = rate_limits.rate_limit_storage("memory://")
+    assert isinstance(storage, rate_limits.TimerlessMemoryStorage)
+    before = threading.active_count()
+    limiter = FixedWindowRateLimiter(storage)
+    three = parse_many("3/minute")[0]
+    assert [limiter.hit(three, "alice") for _ in range(4)] == [True, True, True, False]
+    assert [limiter.hit(three, "bob") for _ in range(2)] == [True, True]
+    assert threading.active_count() <= before
+    clock[0] += 61  # the window has passed: alice counts from zero again
+    assert limiter.hit(three, "alice") is True
+    # bob's counter is not read again: the sweep drops it
+    assert not any(key.endswith("/bob") for key in storage.storage)
+    assert storage.get(three.key_for("alice")) == 1
