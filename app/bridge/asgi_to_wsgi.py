@@ -37,6 +37,7 @@ from typing import Any
 from typing import Protocol
 
 from app.bridge.event_loop import ServingLoop
+from app.serving import run_slot
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -136,6 +137,10 @@ class Exchange(Protocol):
 
     def next_message(self, timeout: float | None = None) -> Message | None: ...
 
+    def queued_message(self) -> Message | None:
+        """A message the application already sent, without waiting for one; None if there is none yet."""
+        ...
+
     def watch_client(self, sock: socket.socket | None) -> None: ...
 
     def close(self) -> None: ...
@@ -234,6 +239,12 @@ class ASGIExchange:
                 return None
             if not self._run(timeout) and not self._messages and not self._task.done():
                 return TIMED_OUT
+        return self._take()
+
+    def queued_message(self) -> Message | None:
+        return self._take() if self._messages else None
+
+    def _take(self) -> Message:
         message = self._messages.popleft()
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self._complete = True
@@ -348,7 +359,8 @@ class ThreadedExchange:
                     return TIMED_OUT
                 wait = left if wait is None else min(wait, left)
             try:
-                message = self._queue.get(timeout=wait)
+                with run_slot.released():  # the loop thread does the work meanwhile
+                    message = self._queue.get(timeout=wait)
                 break
             except queue.Empty:
                 if self._watched is None:
@@ -358,6 +370,19 @@ class ThreadedExchange:
                     self._watched = None
                     if state:
                         self._loop.call_soon_threadsafe(self._abort)
+        return self._received(message)
+
+    def queued_message(self) -> Message | None:
+        try:
+            message = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if message is _END:
+            self._queue.put(_END)  # next_message reports the end
+            return None
+        return self._received(message)
+
+    def _received(self, message: Any) -> Message | None:
         if message is _END:
             return None
         if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -371,12 +396,20 @@ class ThreadedExchange:
         self._closed = True
         if not self._complete:
             self._loop.call_soon_threadsafe(self._abort)
-            if not self._done.wait(CANCEL_TIMEOUT):
+            with run_slot.released():
+                stopped = self._done.wait(CANCEL_TIMEOUT)
+            if not stopped:
                 logger.warning("the MCP handler did not stop within %.0f s of a disconnect", CANCEL_TIMEOUT)
 
 
 class StreamingBody:
-    """The WSGI response iterable of a streamed answer: one chunk per ASGI body message."""
+    """The WSGI response iterable of a streamed answer.
+
+    Each chunk is what the application has sent so far: one ASGI body message, or
+    several joined when they were already waiting (a tool reporting progress in a
+    burst), so that they leave in one write instead of one each. Nothing is held
+    back to wait for more.
+    """
 
     def __init__(self, exchange: Exchange, first_chunk: bytes | None = None) -> None:
         self._exchange = exchange
@@ -390,7 +423,7 @@ class StreamingBody:
         if self._pending is not None:
             # Returned even when empty: the WSGI server then sends the headers at once.
             chunk, self._pending = self._pending, None
-            return chunk
+            return chunk + self._queued() if chunk else chunk
         while not self._finished:
             message = self._exchange.next_message()
             if message is None or message["type"] != "http.response.body":
@@ -400,8 +433,21 @@ class StreamingBody:
                 self._finished = True
             chunk = message.get("body", b"")
             if chunk:
-                return bytes(chunk)
+                return bytes(chunk) + self._queued()
         raise StopIteration
+
+    def _queued(self) -> bytes:
+        """The bodies of the messages already waiting, joined."""
+        parts = []
+        while not self._finished:
+            message = self._exchange.queued_message()
+            if message is None:
+                break
+            if message["type"] != "http.response.body" or not message.get("more_body", False):
+                self._finished = True
+            if message["type"] == "http.response.body":
+                parts.append(bytes(message.get("body", b"")))
+        return b"".join(parts)
 
     def close(self) -> None:
         self._exchange.close()

@@ -34,6 +34,8 @@ from typing import Any
 import anyio.to_thread
 import sse_starlette.sse
 
+from app.serving import run_slot
+
 if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
@@ -90,7 +92,8 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
     that releases the GIL, and in a threaded server every release hands the GIL to
     another thread and back. Every ``POLL_EVERY``-th ready-iteration polls anyway, so
     a hang-up the bridge watches for is never starved by a busy handler, and a loop
-    with nothing ready blocks in the selector as always.
+    with nothing ready blocks in the selector as always, having given its request's
+    run slot back (:mod:`app.serving.run_slot`) while it waits.
     """
 
     POLL_EVERY = 16
@@ -100,11 +103,16 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
         self._skipped = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is not None and timeout <= 0 and self._skipped < self.POLL_EVERY:
-            self._skipped += 1
-            return []
+        if timeout is not None and timeout <= 0:
+            if self._skipped < self.POLL_EVERY:
+                self._skipped += 1
+                return []
+            self._skipped = 0
+            return super().select(timeout)  # type: ignore[no-any-return]
         self._skipped = 0
-        return super().select(timeout)  # type: ignore[no-any-return]
+        # The loop has nothing to run until a timer or a socket: another request may run meanwhile.
+        with run_slot.released():
+            return super().select(timeout)  # type: ignore[no-any-return]
 
 
 class ServingLoop:

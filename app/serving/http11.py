@@ -476,6 +476,8 @@ class ClientConnection:
         worker = self.worker
         cfg = self.cfg
         self._current = req
+        # One request at a time runs in this process (app.serving.run_slot); taken once the request is read.
+        worker.slot.acquire()
         try:
             cfg.pre_request(worker, req)
             request_start = datetime.now()
@@ -512,6 +514,7 @@ class ClientConnection:
                 cfg.post_request(worker, req, environ, resp)
             except Exception:
                 worker.log.exception("Exception in post_request hook")
+            worker.slot.release()
         self._current = None
         return not resp.should_close()
 

@@ -12,7 +12,8 @@ connection gets a thread of its own (a spare one if there is, a new one otherwis
 that reads its requests, runs the app and writes the answers until the connection
 ends. A request costs no hand-off at all, and a long stream (a tool reporting
 progress) holds only its own connection's thread, never a pool slot another
-request waits for.
+request waits for. The threads take turns to run (:mod:`app.serving.run_slot`)
+instead of fighting over the GIL at every system call.
 
 What stays gunicorn's: the arbiter and its signals (SIGHUP, SIGTERM drain, SIGKILL
 of a stuck worker through the heartbeat), the configuration, the hooks,
@@ -37,9 +38,11 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import base
 
+from app.serving import run_slot
 from app.serving.http11 import ClientConnection
 from app.serving.http11 import Limits
 from app.serving.http11 import short_path_available
+from app.serving.run_slot import RunSlot
 
 # The arbiter kills a worker silent for `timeout` seconds: beat well within it, at most once a second.
 HEARTBEAT_INTERVAL = 1.0
@@ -60,6 +63,7 @@ class ConnectionWorker(base.Worker):
         self._spare: queue.SimpleQueue[ClientConnection | None] = queue.SimpleQueue()
         self._spare_threads = 0
         self.short_path = False
+        self.slot = RunSlot()
         self.heartbeat = HEARTBEAT_INTERVAL
         self.limits = Limits(self.cfg)
         self.secure_scheme_headers: dict[str, str] = dict(self.cfg.secure_scheme_headers)
@@ -73,6 +77,7 @@ class ConnectionWorker(base.Worker):
 
     def init_process(self) -> None:
         self.short_path = short_path_available(self.cfg)
+        run_slot.install(self.slot)
         self.heartbeat = min(HEARTBEAT_INTERVAL, self.timeout / 3) if self.timeout else HEARTBEAT_INTERVAL
         super().init_process()
 

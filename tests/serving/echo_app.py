@@ -63,6 +63,10 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/bad-header":
         start_response("200 OK", [("X-Evil", "a\r\nInjected: yes")])
         return [b"never"]
+    if path == "/sleep":
+        time.sleep(float(environ.get("QUERY_STRING") or "1"))  # blocks, as a sync tool calling a slow service does
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"slept"]
     if path == "/unread":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
         return [b"unread"]
