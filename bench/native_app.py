@@ -22,6 +22,7 @@ from mcp.server.mcpserver import MCPServer
 from app.auth.scopes import ScopePolicy
 from app.mcp_server import SERVER_NAME
 from app.mcp_server import ScopedServer
+from bench import streaming_tools
 from flask_mcp_examples import register
 
 ISSUER = os.environ["BENCH_ISSUER"]
@@ -63,15 +64,16 @@ server = MCPServer(
     token_verifier=JWTVerifier(),
     auth=AuthSettings(issuer_url=ISSUER, resource_server_url=AUDIENCE, validate_token_resource=False),
 )
-# The example tools, as our server runs them by default; the provider also sets the instructions.
+# The example tools, as our server runs them by default (the provider also sets the instructions), and the
+# benchmark's streaming tool, as bench/run.py gives them to ours through MCP_TOOLS.
 database = os.environ["BENCH_DATABASE"]
-register(
-    ScopedServer(
-        server,
-        ScopePolicy(),
-        sync_in_request_thread=False,
-        instance_path=os.path.dirname(database),
-        env={"MCP_DATABASE": database},
-    )
+scoped = ScopedServer(
+    server,
+    ScopePolicy(),
+    sync_in_request_thread=False,
+    instance_path=os.path.dirname(database),
+    env={"MCP_DATABASE": database},
 )
+register(scoped)
+streaming_tools.register(scoped)
 app = server.streamable_http_app(stateless_http=True)

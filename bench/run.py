@@ -2,15 +2,21 @@
 
 ``make bench`` (or ``.venv/bin/python -m bench.run``). Starts, side by side on loopback ports:
 
-* ours: gunicorn with the shipped gunicorn.conf.py (2 gthread workers x 4 threads, reuse_port);
+* ours-full: gunicorn with the shipped gunicorn.conf.py (2 connection workers, reuse_port) and every
+  shipped feature on: access log, audit log, metrics, rate limits;
+* ours: the same, as lean as the reference (none of those features);
 * native: the same tools in the SDK's own Starlette app with its bearer authentication, under
-  ``gunicorn -k asgi -w 2 --reuse-port`` and under uvicorn with one worker;
-* ceiling: a bare Flask view returning "ok" under the same gunicorn settings as ours.
+  ``gunicorn -k asgi -w 2 --reuse-port`` (the reference) and under uvicorn with one worker;
+* ours-uwsgi: ours-full under uWSGI as WSGI hosts run it (2 processes, no threads);
+* ours-flask-run: ours-full under ``flask run`` (Werkzeug's development server), one request kind only;
+* ceiling: a bare Flask view returning "ok" under gunicorn, one request kind only.
 
 Each is driven with wrk using the exact request bytes the official SDK client sends (captured from a real
 client session) and a valid token: ``tools/list`` and ``tools/call greet_user``, in the 2026-07-28 era and
-the 2025-11-25 era, at 1 and 16 connections, in interleaved rounds. Every server's answers are checked to be
-the correct MCP result before and after it is loaded. Results: a table on stdout, raw JSON and a chart under
+the 2025-11-25 era, at 1 and 16 connections, and a streaming call (``report_steps``, five progress
+notifications and the result as Server-Sent Events) in both eras at 16 connections, in interleaved rounds.
+Every server's answers are checked to be the correct MCP result before and after it is loaded. Results: a
+table on stdout with the targets of the README's Performance section, raw JSON and a chart under
 bench/results/.
 """
 
@@ -40,6 +46,7 @@ from tests.support.issuer import MockIssuer
 from tests.support.mcp_client import connect
 from tests.support.servers import BIN
 from tests.support.servers import ROOT
+from tests.support.servers import UWSGI_LOG_FORMAT
 from tests.support.servers import ServerProcess
 from tests.support.servers import free_port
 
@@ -47,6 +54,13 @@ AUDIENCE = "https://bench.example/mcp"
 RESULTS = ROOT / "bench" / "results"
 STATE_SECRET = "bench-state-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 ERAS = ("2026-07-28", "2025-11-25")
+STREAM_STEPS = 5
+# What the benchmark's servers serve: the examples, and the streaming tool (bench/streaming_tools.py).
+TOOLS = "flask_mcp_examples:register,bench.streaming_tools:register"
+REFERENCE = "native-gunicorn"
+SERVER_ORDER = ("ours-full", "ours", "native-gunicorn", "native-uvicorn", "ours-uwsgi", "ours-flask-run", "ceiling")
+# Servers measured with one kind of request only, named here.
+SINGLE_REQUEST = {"ceiling": None, "ours-flask-run": "tools/call 2026-07-28"}
 
 
 @dataclass
@@ -77,7 +91,7 @@ class Row:
 
 
 async def capture_requests(url: str, token: str) -> dict[str, Captured]:
-    """Run the official client against our server and keep the bytes of tools/list and tools/call."""
+    """Run the official client against our server and keep the bytes of the requests the benchmark sends."""
     captured: dict[str, Captured] = {}
     for era in ERAS:
         seen: list[httpx2.Request] = []
@@ -85,18 +99,21 @@ async def capture_requests(url: str, token: str) -> dict[str, Captured]:
         async def record(request: httpx2.Request) -> None:
             seen.append(request)  # noqa: B023 (consumed within this iteration)
 
+        def keep(name: str) -> None:
+            request = next(r for r in reversed(seen) if r.method == "POST")  # noqa: B023
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            captured[name] = Captured(name, headers, request.content)
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            return None
+
         async with connect(url, token, era=era, event_hooks={"request": [record]}) as client:
             await client.list_tools()
+            keep(f"tools/list {era}")
             await client.call_tool("greet_user", {"name": "bench"})
-        for request in seen:
-            if request.method != "POST":
-                continue
-            message = json.loads(request.content)
-            method = message.get("method")
-            if method in ("tools/list", "tools/call"):
-                name = f"{method} {era}"
-                headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-                captured[name] = Captured(name, headers, request.content)
+            keep(f"tools/call {era}")
+            await client.call_tool("report_steps", {"steps": STREAM_STEPS}, progress_callback=progress)
+            keep(f"streaming call {era}")
     return captured
 
 
@@ -106,10 +123,19 @@ def check_answer(url: str, request: Captured) -> None:
     if response.status_code != 200:
         raise SystemExit(f"{url} answered {request.name} with {response.status_code}: {response.text[:300]}")
     text = response.text
+    events = 0
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+        data = [line[5:] for line in text.splitlines() if line.startswith("data:")]
+        events = sum(1 for line in data if '"notifications/progress"' in line)
+        text = data[-1]
     result = json.loads(text).get("result")
-    if request.name.startswith("tools/list"):
+    if request.name.startswith("streaming"):
+        ok = (
+            events == STREAM_STEPS
+            and bool(result)
+            and result["content"][0]["text"] == f"Reported {STREAM_STEPS} steps."
+        )
+    elif request.name.startswith("tools/list"):
         names = [tool["name"] for tool in (result or {}).get("tools", [])]
         ok = "greet_user" in names and "whoami" in names
     else:
@@ -171,6 +197,21 @@ def parse_wrk(output: str) -> dict[str, float]:
 def gunicorn_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
     args = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}", "wsgi:app"]
     return ServerProcess(args, env, folder / f"ours-{port}.log", f"http://127.0.0.1:{port}/readyz")
+
+
+def uwsgi_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    """As PythonAnywhere-style hosts run it: a master and 2 processes, no threads, behind a front router."""
+    # uWSGI's HTTP router takes the connections and hands each request to a free process, as the host's
+    # front proxy does; with --http11-socket every kept-alive connection would hold one of the 2 processes.
+    args = [str(BIN / "uwsgi"), "--master", "--processes", "2", "--http", f"127.0.0.1:{port}", "--http-keepalive"]
+    args += ["--wsgi-file", str(ROOT / "wsgi.py"), "--callable", "application", "--need-app", "--die-on-term"]
+    args += ["--log-format", UWSGI_LOG_FORMAT]
+    return ServerProcess(args, env, folder / "uwsgi.log", f"http://127.0.0.1:{port}/readyz")
+
+
+def flask_run_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
+    args = [str(BIN / "flask"), "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(port)]
+    return ServerProcess(args, env, folder / "flask-run.log", f"http://127.0.0.1:{port}/readyz")
 
 
 def gunicorn_native(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
@@ -292,14 +333,24 @@ def chart(rows: list[Row], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _ordered(rows: list[Row]) -> list[Row]:
+    requests = list(dict.fromkeys(r.request for r in rows))
+
+    def key(row: Row) -> tuple[int, int, int]:
+        server = SERVER_ORDER.index(row.server) if row.server in SERVER_ORDER else len(SERVER_ORDER)
+        return row.connections, requests.index(row.request), server
+
+    return sorted(rows, key=key)
+
+
 def report(rows: list[Row], reference: str) -> str:
     lines = [
-        "| server | request | conns | req/s median (min-max) | p50 ms | p99 ms | CPU ms/req | ours / native "
+        "| server | request | conns | req/s median (min-max) | p50 ms | p99 ms | CPU ms/req | against native "
         "| errors, non-2xx |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r.server, r.request, r.connections): r for r in rows}
-    for row in rows:
+    for row in _ordered(rows):
         low, high = row.span("rps")
         native = by_key.get((reference, row.request, row.connections))
         ratio = ""
@@ -307,6 +358,7 @@ def report(rows: list[Row], reference: str) -> str:
             ratio = (
                 f"{row.median('rps') / native.median('rps'):.2f}x req/s, "
                 f"p50 {row.median('p50_ms') / native.median('p50_ms'):.2f}x, "
+                f"p99 {row.median('p99_ms') / native.median('p99_ms'):.2f}x, "
                 f"CPU {row.median('cpu_ms_per_request') / native.median('cpu_ms_per_request'):.2f}x"
             )
         errors = sum(r["errors"] for r in row.rounds), sum(r["non_2xx"] for r in row.rounds)
@@ -318,12 +370,56 @@ def report(rows: list[Row], reference: str) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[Row], memory: dict[str, Any] | None, reference: str = REFERENCE) -> list[tuple[str, bool]]:
+    """The targets of the README's Performance section, each with whether this run met it."""
+    by_key = {(r.server, r.request, r.connections): r for r in rows}
+    checks: list[tuple[str, bool]] = []
+
+    def pair(request: str, connections: int, server: str = "ours-full") -> tuple[Row, Row] | None:
+        ours, native = by_key.get((server, request, connections)), by_key.get((reference, request, connections))
+        return (ours, native) if ours is not None and native is not None else None
+
+    for row in _ordered(rows):
+        if row.server != "ours-full":
+            continue
+        found = pair(row.request, row.connections)
+        if found is None:
+            continue
+        ours, native = found
+        rps = ours.median("rps") / native.median("rps")
+        cpu = ours.median("cpu_ms_per_request") / native.median("cpu_ms_per_request")
+        where = f"{row.request}, {row.connections} conn"
+        if row.connections == 16:
+            checks.append((f"{where}: req/s {rps:.2f}x native (at least 1.0)", rps >= 1.0))
+        else:
+            p50 = ours.median("p50_ms") / native.median("p50_ms")
+            p99 = ours.median("p99_ms") / native.median("p99_ms")
+            checks.append((f"{where}: p50 {p50:.2f}x native (at most 1.2)", p50 <= 1.2))
+            checks.append((f"{where}: p99 {p99:.2f}x native (at most 1.0)", p99 <= 1.0))
+        checks.append((f"{where}: CPU per request {cpu:.2f}x native (at most 1.0)", cpu <= 1.0))
+        lean = by_key.get(("ours", row.request, row.connections))
+        if lean is not None:
+            features = ours.median("rps") / lean.median("rps")
+            checks.append((f"{where}: ours-full {features:.2f}x ours (at least 0.95)", features >= 0.95))
+    if memory:
+        growth = memory["max_growth"]
+        checks.append(
+            (
+                f"memory per worker from 10k to {memory['requests']} requests: {growth:+.1%} (within 10 %)",
+                abs(growth) <= 0.10,
+            )
+        )
+    failed = [(r.server, r.request, r.connections) for r in rows if any(x["errors"] or x["non_2xx"] for x in r.rounds)]
+    checks.append((f"errors or non-2xx answers: {len(failed)} rows {failed or ''}", not failed))
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--leak-requests", type=int, default=100_000, help="0 skips the memory check")
-    parser.add_argument("--servers", default="ours,ours-full,native-gunicorn,native-uvicorn,ceiling")
+    parser.add_argument("--servers", default=",".join(SERVER_ORDER))
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (make bench installs it)")
@@ -347,16 +443,22 @@ def main() -> None:
             "MCP_STATE_SECRET": STATE_SECRET,
             "MCP_INSTANCE_PATH": str(folder / "instance"),
             "MCP_LOG_LEVEL": "warning",
+            "MCP_TOOLS": TOOLS,
         }
         # "ours": like the reference, no access log, audit log, metrics or rate limits.
         # "ours-full": all of them on, as shipped (the limit raised past what one benchmark token sends).
+        full = {"MCP_RATE_LIMIT": "1000000/minute"}
         variants = {
             "ours": {"MCP_ACCESS_LOG": "off", "MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"},
-            "ours-full": {"MCP_RATE_LIMIT": "1000000/minute"},
+            "ours-full": full,
+            "ours-uwsgi": full,
+            "ours-flask-run": full,
         }
         starters = {
             "ours": gunicorn_ours,
             "ours-full": gunicorn_ours,
+            "ours-uwsgi": uwsgi_ours,
+            "ours-flask-run": flask_run_ours,
             "native-gunicorn": gunicorn_native,
             "native-uvicorn": uvicorn_native,
             "ceiling": gunicorn_ceiling,
@@ -370,19 +472,27 @@ def main() -> None:
                 servers[name] = starters[name](port, env, folder)
                 started.append(servers[name])
             urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
-            requests = anyio.run(capture_requests, urls.get("ours") or next(iter(urls.values())), token)
+            capture_from = next(name for name in ("ours-full", "ours", *urls) if name in urls)
+            requests = anyio.run(capture_requests, urls[capture_from], token)
             scripts = {name: lua_script(request, folder) for name, request in requests.items()}
+
+            def serves(server: str, request: str) -> bool:
+                if server not in SINGLE_REQUEST:
+                    return True
+                return request == (SINGLE_REQUEST[server] or next(iter(requests)))
+
             for name, url in urls.items():
                 if name != "ceiling":
                     for request in requests.values():
-                        check_answer(url, request)
+                        if serves(name, request.name):
+                            check_answer(url, request)
             rows: list[Row] = []
             plan = [
                 (s, r, c)
                 for c in (1, 16)
                 for r in requests
                 for s in urls
-                if s != "ceiling" or r == next(iter(requests))
+                if serves(s, r) and not (r.startswith("streaming") and c == 1)
             ]
             for round_number in range(1, options.rounds + 1):
                 for server, request, connections in plan:
@@ -397,7 +507,7 @@ def main() -> None:
                     result = run_wrk(urls[server], scripts[request], connections, options.seconds, servers[server].pid)
                     row.rounds.append(result)
                     print(
-                        f"round {round_number} {server:16} {row.request:24} c={connections:<2} "
+                        f"round {round_number} {server:16} {row.request:28} c={connections:<2} "
                         f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
                         f"CPU {result['cpu_ms_per_request']:.3f} ms/req",
                         flush=True,
@@ -405,30 +515,41 @@ def main() -> None:
             for name, url in urls.items():
                 if name != "ceiling":
                     for request in requests.values():
-                        check_answer(url, request)
+                        if serves(name, request.name):
+                            check_answer(url, request)
             results: dict[str, Any] = {
                 "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
                 "settings": vars(options),
                 "rows": [asdict(row) for row in rows],
                 "auth": auth_cost_us(issuer, folder),
             }
-            if options.leak_requests and "ours" in servers:
+            measured = next((name for name in ("ours-full", "ours") if name in servers), None)
+            if options.leak_requests and measured is not None:
                 results["memory"] = leak_check(
-                    urls["ours"], requests["tools/call 2026-07-28"], servers["ours"].pid, folder, options.leak_requests
+                    urls[measured],
+                    requests["tools/call 2026-07-28"],
+                    servers[measured].pid,
+                    folder,
+                    options.leak_requests,
                 )
+                results["memory"]["server"] = measured
         finally:
             for process in started:
                 process.stop()
+    results["targets"] = [{"target": text, "met": met} for text, met in targets(rows, results.get("memory"))]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     chart(rows, RESULTS / "latest.png")
     print()
-    print(report(rows, "native-gunicorn"))
+    print(report(rows, REFERENCE))
     print()
     print("authentication:", results["auth"])
     if "memory" in results:
         print("memory per worker (MiB):", results["memory"])
+    print()
+    for target in results["targets"]:
+        print(("met    " if target["met"] else "NOT MET") + "  " + target["target"])
     print(f"raw results: {RESULTS / 'latest.json'}, chart: {RESULTS / 'latest.png'}")
 
 
