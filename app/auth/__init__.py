@@ -24,12 +24,14 @@ from flask import current_app
 from flask import g
 from flask import request
 
-from app.auth.bearer import extract_bearer_token
+from app.auth.bearer import DPOP
+from app.auth.bearer import extract_credentials
 from app.auth.challenges import BearerError
 from app.auth.challenges import Challenger
 from app.auth.challenges import InsufficientScope
 from app.auth.challenges import KeysUnavailable
 from app.auth.challenges import MissingToken
+from app.auth.dpop import ProtectedResourceDPoP
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
@@ -59,12 +61,13 @@ class BearerAuthentication:
         challenger: Challenger,
         scopes: ScopePolicy,
         resource_url: str,
+        dpop: ProtectedResourceDPoP | None = None,
         limits: RateLimits | None = None,
         mcp_endpoint: str = "mcp",
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
-        ``keys_unavailable``."""
+        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only)."""
         self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
@@ -72,6 +75,7 @@ class BearerAuthentication:
         self.resource_url = resource_url
         self.limits = limits
         self.mcp_endpoint = mcp_endpoint
+        self.dpop = dpop or ProtectedResourceDPoP()
 
     def authenticate(self) -> Response | None:
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -80,12 +84,16 @@ class BearerAuthentication:
         if view is not None and getattr(view, "_public", False):
             return None
         try:
-            token = extract_bearer_token(request.headers.get("Authorization"))
-            if token is None:
+            credentials = extract_credentials(request.headers.get("Authorization"), self.dpop.schemes)
+            if credentials is None:
                 raise MissingToken("An access token is required")
+            scheme, token = credentials
             principal = self.verifier.validate(token)
             g.principal = principal
             g.claims = principal.claims
+            # RFC 9449: a Bearer request with an unbound token, where bearer tokens are allowed, needs nothing more.
+            if scheme == DPOP or principal.jkt is not None or self.dpop.required:
+                self.dpop.check(scheme, token, principal)
             if self.limits is not None and (too_many := self.limits.admit(principal)) is not None:
                 return too_many
             if request.endpoint == self.mcp_endpoint:
