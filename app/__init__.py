@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None, *, register_tools: ToolRegistra
         authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
-        dev_issuer.init_app(app, issuer, settings, server, policy)
+        dev_issuer.init_app(app, issuer, settings, server, policy, replays)
     init_bridge(app, server, settings)
     dev_resources: dict[str, dict[str, Any]] = {}
     if settings.dev:

@@ -31,6 +31,20 @@ EXPECTED = {
     "code_challenge_methods_supported": ["S256"],
     "authorization_response_iss_parameter_supported": True,
     "client_id_metadata_document_supported": True,
+    # RFC 9449 section 5.1: the token endpoint takes DPoP proofs signed with these.
+    "dpop_signing_alg_values_supported": [
+        "ES256",
+        "ES384",
+        "ES512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "Ed25519",
+        "EdDSA",
+    ],
 }
 
 
