@@ -34,6 +34,21 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 
 ALGORITHM_OF = {"EC": "ES256", "RSA": "PS256", "OKP": "Ed25519"}
+#: The algs parameter of the DPoP challenge with the default MCP_DPOP_ALGORITHMS.
+DEFAULT_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 Ed25519 EdDSA"'
+DEFAULT_ALGORITHMS = [
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "Ed25519",
+    "EdDSA",
+]
 
 
 def b64(data: bytes) -> str:
@@ -112,20 +127,19 @@ class DPoPAuth:
         self.dpop_key = dpop_key or DPoPKey.generate()
         self.bound_tokens: set[str] = set()
         self.token_types: list[str] = []
-        self.nonces: dict[str, str] = {}  # origin -> the nonce that server gave last
+        # The nonce each endpoint gave last, by URL: an authorization server and a resource on one origin
+        # hand out different ones (RFC 9449 section 9).
+        self.nonces: dict[str, str] = {}
         self.proofs: list[tuple[str, str]] = []  # (method, htu) of every proof sent
         self.nonce_retries = 0
-
-    def _origin(self, url: httpx2.URL) -> str:
-        return f"{url.scheme}://{url.netloc.decode()}"
 
     def _is_token_request(self, request: httpx2.Request) -> bool:
         return request.method == "POST" and without_query(request.url) == self._get_token_endpoint()  # type: ignore[attr-defined]
 
     def _prove(self, request: httpx2.Request) -> None:
         request.headers.pop("DPoP", None)
-        nonce = self.nonces.get(self._origin(request.url))
         htu = without_query(request.url)
+        nonce = self.nonces.get(htu)
         if self._is_token_request(request):
             request.headers["DPoP"] = self.dpop_key.proof("POST", htu, nonce=nonce)
         else:
@@ -140,7 +154,7 @@ class DPoPAuth:
         nonce = response.headers.get("DPoP-Nonce")
         if nonce is None:
             return False
-        self.nonces[self._origin(response.request.url)] = nonce
+        self.nonces[without_query(response.request.url)] = nonce
         if response.status_code == 401:  # RFC 9449 section 9, a resource server
             return 'error="use_dpop_nonce"' in response.headers.get("WWW-Authenticate", "")
         if response.status_code == 400:  # section 8, an authorization server
