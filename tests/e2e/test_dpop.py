@@ -1,7 +1,8 @@
 """DPoP end to end: the official SDK client, with proofs added in its httpx auth hook, against gunicorn.
 
-The development server under the shipped gunicorn.conf.py (2 workers) is its
-own authorization server. The SDK's ``OAuthClientProvider`` and
+The development server under the shipped gunicorn.conf.py (2 workers), and
+once under ``flask run`` as ``make run`` starts it, is its own authorization
+server. The SDK's ``OAuthClientProvider`` and
 ``ClientCredentialsOAuthProvider``, wrapped by tests/support/dpop.py, do
 discovery, registration, consent, a DPoP token request, tool calls with a
 fresh proof each, and a refresh with the bound refresh token. The token they
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -37,6 +39,8 @@ from tests.support.jsonrpc import request_headers
 from tests.support.mcp_client import json_of
 from tests.support.oauth import ConsentBrowser
 from tests.support.oauth import MemoryTokenStorage
+from tests.support.servers import BIN
+from tests.support.servers import ServerProcess
 from tests.support.servers import free_port
 from tests.support.servers import start_gunicorn
 
@@ -79,6 +83,22 @@ def nonce_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer
     process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
     yield DevServer(process, base, folder / "instance")
     assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def flask_run_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """What ``make run`` starts: ``flask --app wsgi run`` in development mode (on a free port here)."""
+    folder: Path = tmp_path_factory.mktemp("flask-run-dpop")
+    port = free_port()
+    env = {
+        "MCP_DEV": "1",
+        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        "MCP_INSTANCE_PATH": str(folder / "instance"),
+    }
+    args = [str(BIN / "flask"), "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(port)]
+    process = ServerProcess(args, env, folder / "flask.log", f"http://127.0.0.1:{port}/readyz")
+    yield DevServer(process, f"http://127.0.0.1:{port}", folder / "instance")
+    assert process.stop(signal.SIGINT) == 0, process.log()  # Ctrl+C, as in a terminal
 
 
 def challenge(server: DevServer, error: str, description: str) -> list[str]:
@@ -216,6 +236,27 @@ class TestSDKClientWithDPoP:
         assert auth.token_types == ["DPoP"]
         (token,) = auth.bound_tokens
         assert claims_of(token)["cnf"] == {"jkt": key.jkt}
+
+    @pytest.mark.anyio
+    async def test_the_same_client_against_make_run(self, flask_run_server: DevServer) -> None:
+        key, storage, recorder = DPoPKey.generate("EC"), MemoryTokenStorage(), Recorder()
+        auth = dpop_provider(flask_run_server, ConsentBrowser("dpop-dave"), storage, key)
+        async with sdk_client(flask_run_server, auth, recorder) as client:
+            whoami = json_of(await client.call_tool("whoami", {}))
+            added = await client.call_tool("list_todos", {})
+        assert whoami["sub"] == "dpop-dave"
+        assert added.structured_content == {"todos": []}
+        assert auth.token_types == ["DPoP"]
+        assert claims_of(storage.history[0].access_token)["cnf"] == {"jkt": key.jkt}
+        assert recorder.exchanges[:6] == [
+            ("POST", "/mcp", 401),
+            ("GET", "/.well-known/oauth-protected-resource/mcp", 200),
+            ("GET", "/.well-known/oauth-authorization-server/dev-issuer", 200),
+            ("POST", "/dev-issuer/register", 201),
+            ("POST", "/dev-issuer/token", 200),
+            ("POST", "/mcp", 200),
+        ]
+        assert auth.proofs.count(("POST", flask_run_server.url)) == recorder.exchanges.count(("POST", "/mcp", 200))
 
     @pytest.mark.anyio
     async def test_refreshes_with_the_bound_refresh_token(self, dev_server: DevServer) -> None:
