@@ -8,7 +8,9 @@ processing the request"). For ``tools/call``, ``resources/read`` and
 ``prompts/get`` the hook also checks the scopes of the tool, resource or prompt
 and answers ``403 insufficient_scope`` before the SDK runs, so a client can
 step up (a JSON-RPC error inside a 200 gives it nothing to act on). The names
-come from :mod:`app.mcp_request`, which reads the body itself.
+come from :mod:`app.mcp_request`, which reads the body itself. DPoP (RFC 9449,
+:mod:`app.auth.dpop`) is checked only when the DPoP scheme, a token bound by
+``cnf`` or MCP_DPOP=required calls for it.
 """
 
 from __future__ import annotations
