@@ -35,7 +35,6 @@ from app.dev_issuer.grants import ClientCredentialsGrant
 from app.dev_issuer.grants import RefreshTokenGrant
 from app.dev_issuer.grants import ResourceIndicator
 from app.dev_issuer.grants import S256CodeChallenge
-from app.dev_issuer.metadata import TOKEN_PATH
 from app.dev_issuer.metadata import metadata_document
 from app.dev_issuer.models import Client
 from app.dev_issuer.models import RefreshToken
@@ -87,7 +86,8 @@ class DevAuthorizationServer(AuthorizationServer):
         )
         self.proofs = proofs
         self.dpop_required = dpop_required and proofs is not None
-        token_url = normalize_htu(issuer.issuer.removesuffix("/dev-issuer") + TOKEN_PATH)
+        # The htu of token requests' proofs: the token endpoint as the metadata names it, from settings.
+        token_url = normalize_htu(self.metadata["token_endpoint"])
         assert token_url is not None
         self.token_url = token_url
 
