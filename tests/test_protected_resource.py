@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.settings import Settings
+from tests.support.dpop import DEFAULT_ALGORITHMS
 from tests.support.issuer import MockIssuer
 
 EXPECTED = {
@@ -16,19 +17,7 @@ EXPECTED = {
     "scopes_supported": ["todo:read", "todo:write"],
     # RFC 9449 section 5.1 via RFC 9728 section 2; MCP_DPOP=allowed (the default) omits the
     # dpop_bound_access_tokens_required member, whose default is false.
-    "dpop_signing_alg_values_supported": [
-        "ES256",
-        "ES384",
-        "ES512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "RS256",
-        "RS384",
-        "RS512",
-        "Ed25519",
-        "EdDSA",
-    ],
+    "dpop_signing_alg_values_supported": DEFAULT_ALGORITHMS,
 }
 
 

@@ -12,6 +12,7 @@ from app.settings import IssuerConfig
 from app.settings import Settings
 from app.settings import SettingsError
 from app.settings import is_loopback_host
+from tests.support.dpop import DEFAULT_ALGORITHMS
 
 RESOURCE = "https://mcp.example.com/mcp"
 ISSUER = "https://login.example.com/tenant"
@@ -75,19 +76,7 @@ class TestProductionDefaults:
             workers=1,
             instance_path=None,
             dpop="allowed",
-            dpop_algorithms=(
-                "ES256",
-                "ES384",
-                "ES512",
-                "PS256",
-                "PS384",
-                "PS512",
-                "RS256",
-                "RS384",
-                "RS512",
-                "Ed25519",
-                "EdDSA",
-            ),
+            dpop_algorithms=tuple(DEFAULT_ALGORITHMS),
             dpop_proof_window=60,
             dpop_nonce=False,
         )

@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Tokens
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import MODERN
@@ -19,14 +20,13 @@ from tests.support.jsonrpc import result_of
 
 METADATA = "http://localhost/.well-known/oauth-protected-resource/mcp"
 LIST_TOOLS = json.dumps(request_body("tools/list"))
-ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 Ed25519 EdDSA"'
 
 
 def challenges(error: str, scope: str = "todo:read todo:write") -> list[str]:
     """The two challenges of MCP_DPOP=allowed (the default): Bearer, then DPoP with its algs; ``error``
     is the error and error_description params with their trailing comma, or empty."""
     tail = f'scope="{scope}", resource_metadata="{METADATA}"'
-    return [f"Bearer {error}{tail}", f"DPoP {error}{ALGS}, {tail}"]
+    return [f"Bearer {error}{tail}", f"DPoP {error}{DEFAULT_ALGS}, {tail}"]
 
 
 def post(client: FlaskClient, headers: dict[str, str], body: bytes | str = LIST_TOOLS):  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ class TestNoToken:
         assert response.status_code == 401
         assert response.headers.getlist("WWW-Authenticate") == [
             f'Bearer scope="todo:read todo:write", resource_metadata="{METADATA}"',
-            f'DPoP {ALGS}, scope="todo:read todo:write", resource_metadata="{METADATA}"',
+            f'DPoP {DEFAULT_ALGS}, scope="todo:read todo:write", resource_metadata="{METADATA}"',
         ]
         assert response.headers["Content-Type"] == "application/json"
         assert response.headers["Cache-Control"] == "no-store"

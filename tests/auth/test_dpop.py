@@ -38,6 +38,7 @@ from app.auth.dpop import normalize_htu
 from app.settings import Settings
 from tests.conftest import RESOURCE
 from tests.conftest import Tokens
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.dpop import DPoPKey
 from tests.support.dpop import b64
 from tests.support.dpop import compact
@@ -46,7 +47,6 @@ from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 
 METADATA = "http://localhost/.well-known/oauth-protected-resource/mcp"
-ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 Ed25519 EdDSA"'
 TAIL = f'scope="todo:read todo:write", resource_metadata="{METADATA}"'
 LIST = json.dumps(request_body("tools/list"))
 KEY = DPoPKey.generate("EC")
@@ -110,7 +110,7 @@ def assert_refused(response: Any, status: int, error: str, description: str) -> 
     assert response.status_code == status, response.get_data(as_text=True)
     params = f'error="{error}", error_description="{description}", '
     bearer = f"Bearer {TAIL}" if error in ("invalid_dpop_proof", "use_dpop_nonce") else f"Bearer {params}{TAIL}"
-    assert response.headers.getlist("WWW-Authenticate") == [bearer, f"DPoP {params}{ALGS}, {TAIL}"]
+    assert response.headers.getlist("WWW-Authenticate") == [bearer, f"DPoP {params}{DEFAULT_ALGS}, {TAIL}"]
     assert response.headers["Cache-Control"] == "no-store"
     assert response.get_json() == {"error": error, "error_description": description}
 

@@ -32,12 +32,13 @@ from tests.dev_issuer.conftest import ORIGIN
 from tests.dev_issuer.conftest import REDIRECT_URI
 from tests.dev_issuer.conftest import RESOURCE
 from tests.dev_issuer.conftest import register
+from tests.dev_issuer.test_consent import authorize_path
+from tests.dev_issuer.test_consent import submit
 from tests.support.dpop import DPoPKey
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.oauth import pkce
 from tests.support.oauth import query_of
-from tests.support.oauth import read_form
 
 TOKEN_URL = ISSUER + "/token"
 KEY = DPoPKey.generate("EC")
@@ -68,19 +69,8 @@ def client(make_client: Callable[..., FlaskClient]) -> FlaskClient:
 def sign_in(client: FlaskClient, client_id: str) -> tuple[str, str]:
     """A code and its verifier, through the consent page."""
     verifier, challenge = pkce()
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT_URI,
-        "scope": "todo:read",
-        "state": "s",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        "resource": RESOURCE,
-    }
-    page = client.get(ISSUER + "/authorize", query_string=query)
-    form = read_form(page.get_data(as_text=True))
-    answer = client.post(ORIGIN + form.action, data={**form.fields, "username": "dora", "decision": "allow"})
+    page = client.get(authorize_path(client_id, challenge, scope="todo:read", resource=RESOURCE))
+    answer = submit(client, page, username="dora", decision="allow")
     assert answer.status_code == 302, answer.get_data(as_text=True)
     return query_of(answer.headers["Location"])["code"], verifier
 

@@ -28,9 +28,11 @@ from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
 
 from tests.e2e.conftest import DevServer
+from tests.e2e.conftest import start_dev_server
 from tests.e2e.test_dev_authorization_server import REDIRECT_URI
 from tests.e2e.test_dev_authorization_server import Recorder
 from tests.e2e.test_dev_authorization_server import sdk_client
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.dpop import DPoPClientCredentialsProvider
 from tests.support.dpop import DPoPKey
 from tests.support.dpop import DPoPOAuthClientProvider
@@ -42,10 +44,8 @@ from tests.support.oauth import MemoryTokenStorage
 from tests.support.servers import BIN
 from tests.support.servers import ServerProcess
 from tests.support.servers import free_port
-from tests.support.servers import start_gunicorn
 
 pytestmark = [pytest.mark.e2e]
-ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 Ed25519 EdDSA"'
 
 
 def dpop_provider(
@@ -71,18 +71,11 @@ def claims_of(token: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def nonce_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """Development mode under gunicorn with server nonces on (MCP_DPOP_NONCE=1) and 10-minute tokens."""
-    folder: Path = tmp_path_factory.mktemp("gunicorn-dpop")
-    port = free_port()
-    env = {
-        "MCP_DEV": "1",
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
-        "MCP_INSTANCE_PATH": str(folder / "instance"),
-        "MCP_SCOPES_SUPPORTED": "todo:read",
-        "MCP_DPOP_NONCE": "1",
-    }
-    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
-    yield DevServer(process, base, folder / "instance")
-    assert process.stop() == 0, process.log()
+    server = start_dev_server(
+        tmp_path_factory.mktemp("gunicorn-dpop"), MCP_SCOPES_SUPPORTED="todo:read", MCP_DPOP_NONCE="1"
+    )
+    yield server
+    assert server.process.stop() == 0, server.process.log()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +99,7 @@ def challenge(server: DevServer, error: str, description: str) -> list[str]:
     tail = f'scope="todo:read", resource_metadata="{server.base}/.well-known/oauth-protected-resource/mcp"'
     params = f'error="{error}", error_description="{description}", '
     bearer = f"Bearer {tail}" if error in ("invalid_dpop_proof", "use_dpop_nonce") else f"Bearer {params}{tail}"
-    return [bearer, f"DPoP {params}{ALGS}, {tail}"]
+    return [bearer, f"DPoP {params}{DEFAULT_ALGS}, {tail}"]
 
 
 def raw_call(server: DevServer, authorization: str, proof: str | None = None) -> httpx2.Response:
