@@ -27,6 +27,7 @@ from app import rate_limits
 from app import tool_providers
 from app import transport_security
 from app.auth import BearerAuthentication
+from app.auth import dpop
 from app.auth import init_app as init_auth
 from app.auth.challenges import Challenger
 from app.auth.introspection import TokenIntrospection
@@ -57,8 +58,9 @@ MCP_REQUEST_HEADERS = [
     "Mcp-Name",
     "Mcp-Session-Id",
     "Last-Event-ID",
+    "DPoP",
 ]
-MCP_RESPONSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id"]
+MCP_RESPONSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "DPoP-Nonce"]
 DEV_LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
 
 
@@ -147,30 +149,41 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     limits = rate_limits.RateLimits.from_settings(settings)
     if limits is not None:
         app.extensions["mcp_rate_limits"] = limits
+    # RFC 9449: DPoP proofs' jti values are remembered where the rate limits count (one Redis for all).
+    replays = dpop.replay_cache(settings.rate_limit_storage)
+    resource_dpop = dpop.ProtectedResourceDPoP.from_settings(settings, replays, state_secret)
     init_auth(
         app,
         BearerAuthentication(
             verifier=verifier,
-            challenger=Challenger(protected_resource.metadata_url(settings), settings.scopes_supported),
+            challenger=Challenger(
+                protected_resource.metadata_url(settings),
+                settings.scopes_supported,
+                bearer=settings.dpop != "required",
+                dpop_algorithms=resource_dpop.algorithms,
+            ),
             scopes=policy,
             resource_url=settings.resource_url,
+            dpop=resource_dpop,
             limits=limits,
             on_refusal=metrics.count_auth_failure,
         ),
     )
+    dpop.init_app(app, resource_dpop)
     protected_resource.init_app(app, settings)
     if settings.as_metadata_proxy:
         authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
-        dev_issuer.init_app(app, issuer, settings, server, policy)
+        dev_issuer.init_app(app, issuer, settings, server, policy, replays)
     init_bridge(app, server, settings)
     dev_resources: dict[str, dict[str, Any]] = {}
     if settings.dev:
         # Browser-based clients on this machine (MCP Inspector) register and redeem codes with fetch().
         dev_resources[DEV_ISSUER_PATH + "/*"] = {
             "origins": [DEV_LOOPBACK_ORIGINS],
-            "allow_headers": ["Authorization", "Content-Type"],
+            "allow_headers": ["Authorization", "Content-Type", "DPoP"],
+            "expose_headers": ["DPoP-Nonce"],
             "methods": ["GET", "POST"],
         }
     CORS(

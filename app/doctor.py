@@ -216,6 +216,12 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
         report.fail("this server cannot verify tokens now: no signing keys (or introspection) available")
     else:
         report.ok(f"this server accepts the token: sub {principal.sub!r}, scopes {list(principal.scopes)}")
+        if principal.jkt is not None:
+            # RFC 9449 section 7.2: a bound token is never accepted as a bearer token.
+            (report.fail if settings.dpop == "off" else report.info)(
+                f"the token is DPoP-bound (cnf.jkt {principal.jkt}): it is accepted only with the DPoP scheme and "
+                "a proof from that key" + (", which MCP_DPOP=off refuses" if settings.dpop == "off" else "")
+            )
 
 
 def diagnose(settings: Settings, verifier: TokenVerifier, token: str | None = None) -> Report:

@@ -41,6 +41,12 @@ def metadata_document(settings: Settings) -> dict[str, Any]:
     # RFC 9728 section 3.2: parameters with zero values MUST be omitted.
     if settings.scopes_supported:
         document["scopes_supported"] = list(settings.scopes_supported)
+    if settings.dpop != "off":
+        # RFC 9728 section 2 (from RFC 9449): the proof algorithms accepted, and whether every
+        # token must be DPoP-bound; that one defaults to false and is omitted then.
+        document["dpop_signing_alg_values_supported"] = list(settings.dpop_algorithms)
+        if settings.dpop == "required":
+            document["dpop_bound_access_tokens_required"] = True
     return document
 
 

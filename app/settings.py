@@ -32,6 +32,26 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 TokenProfile = Literal["jwt", "rfc9068"]
 # An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
 _PROVIDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
+DPoPMode = Literal["off", "allowed", "required"]
+# RFC 9449 section 4.2: alg MUST NOT be none or a symmetric (MAC) algorithm. These are the asymmetric
+# JWS algorithms joserfc verifies; the default is every one of them in common use.
+DPOP_ASYMMETRIC_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "Ed25519", "Ed448", "EdDSA"}
+)
+DEFAULT_DPOP_ALGORITHMS = (
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "Ed25519",
+    "EdDSA",
+)
+DEFAULT_DPOP_PROOF_WINDOW = 60
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,10 @@ class Settings:
     # Everything the settings were read from (the process environment over .env), for tool providers
     # to read their own variables from; it holds secrets, so it is never printed or compared.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    dpop: DPoPMode = "allowed"
+    dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+    dpop_proof_window: int = DEFAULT_DPOP_PROOF_WINDOW
+    dpop_nonce: bool = False
 
     @property
     def issuer(self) -> str:
@@ -268,6 +292,12 @@ class Settings:
                 env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
             ),
             environ=MappingProxyType(dict(env)),
+            dpop=_dpop_mode(env),
+            dpop_algorithms=_dpop_algorithms(env),
+            dpop_proof_window=_integer(
+                env, "MCP_DPOP_PROOF_WINDOW", default=DEFAULT_DPOP_PROOF_WINDOW, minimum=5, maximum=600
+            ),
+            dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
         )
 
 
@@ -520,6 +550,27 @@ def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_of
     if not items:
         raise SettingsError(variable, f"{value!r} is not a rate limit like '120/minute;2000/hour'")
     return value
+
+
+def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
+    value = env.get("MCP_DPOP", "").strip().lower() or "allowed"
+    if value not in ("off", "allowed", "required"):
+        raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(env.get("MCP_DPOP_ALGORITHMS", "").replace(",", " ").split()))
+    if not names:
+        return DEFAULT_DPOP_ALGORITHMS
+    for name in names:
+        if name not in DPOP_ASYMMETRIC_ALGORITHMS:
+            raise SettingsError(
+                "MCP_DPOP_ALGORITHMS",
+                f"{name!r} is not an asymmetric JWS algorithm (RFC 9449 section 4.2); choose from "
+                + " ".join(sorted(DPOP_ASYMMETRIC_ALGORITHMS)),
+            )
+    return names
 
 
 def _rate_limit_storage(env: Mapping[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""The benchmark's reference server (bench/native_app.py) still serves the example tools, the SDK's own way."""
+"""The benchmark's reference server (bench/native_app.py) serves the example tools and the streaming one, the SDK's way."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from tests.e2e.test_sdk_client import ALL_TOOLS
 from tests.support.issuer import MockIssuer
 
 
-def test_native_app_serves_the_examples(issuer: MockIssuer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_app_serves_the_examples_and_the_streaming_tool(
+    issuer: MockIssuer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BENCH_ISSUER", issuer.issuer)
     monkeypatch.setenv("BENCH_JWKS_URI", issuer.jwks_uri)
     monkeypatch.setenv("BENCH_AUDIENCE", "http://localhost/mcp")
@@ -22,6 +24,6 @@ def test_native_app_serves_the_examples(issuer: MockIssuer, tmp_path: Path, monk
     native = importlib.import_module("bench.native_app")
     monkeypatch.delitem(sys.modules, "bench.native_app")
     tools = asyncio.run(native.server.list_tools())
-    assert [tool.name for tool in tools] == ALL_TOOLS
+    assert [tool.name for tool in tools] == [*ALL_TOOLS, "report_steps"]
     assert native.server.instructions.startswith("Tools of a small todo list")
     assert (tmp_path / "native.sqlite3").is_file()

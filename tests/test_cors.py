@@ -33,7 +33,9 @@ def browser_app(issuer: MockIssuer, tmp_path: Path) -> Flask:
 
 def test_a_preflight_needs_no_token_and_allows_every_mcp_header(issuer: MockIssuer, tmp_path: Path) -> None:
     app = browser_app(issuer, tmp_path)
-    wanted = "authorization, content-type, mcp-protocol-version, mcp-method, mcp-name, mcp-session-id, last-event-id"
+    wanted = (
+        "authorization, content-type, mcp-protocol-version, mcp-method, mcp-name, mcp-session-id, last-event-id, dpop"
+    )
     response = app.test_client().options(
         "/mcp",
         headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": wanted},
@@ -51,7 +53,8 @@ def test_the_challenge_is_readable_by_the_page(issuer: MockIssuer, tmp_path: Pat
     response = app.test_client().post("/mcp", headers={"Origin": ORIGIN}, json=request_body("tools/list"))
     assert response.status_code == 401
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert response.headers["Access-Control-Expose-Headers"] == "Mcp-Session-Id, WWW-Authenticate"
+    # The challenges, and RFC 9449's DPoP-Nonce, which a browser client must read to answer use_dpop_nonce.
+    assert response.headers["Access-Control-Expose-Headers"] == "DPoP-Nonce, Mcp-Session-Id, WWW-Authenticate"
     stop_worker(app)
 
 

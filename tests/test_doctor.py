@@ -44,6 +44,30 @@ def test_a_healthy_setup_and_token(make, issuer: MockIssuer) -> None:  # type: i
     assert lines[-1] == "no problems found"
 
 
+@pytest.mark.parametrize(
+    ("mode", "code", "line"),
+    [
+        pytest.param(
+            "allowed",
+            0,
+            "the token is DPoP-bound (cnf.jkt abc): it is accepted only with the DPoP scheme and a proof from that key",
+            id="allowed",
+        ),
+        pytest.param(
+            "off",
+            1,
+            "FAIL  the token is DPoP-bound (cnf.jkt abc): it is accepted only with the DPoP scheme and a proof from "
+            "that key, which MCP_DPOP=off refuses",
+            id="off",
+        ),
+    ],
+)
+def test_a_dpop_bound_token(make, issuer: MockIssuer, mode: str, code: int, line: str) -> None:  # type: ignore[no-untyped-def]
+    exit_code, lines = doctor(make(MCP_DPOP=mode), "--token", issuer.mint(RESOURCE, cnf={"jkt": "abc"}))
+    assert exit_code == code
+    assert line in lines
+
+
 def test_issuer_that_differs_by_a_trailing_slash(make, issuer: MockIssuer) -> None:  # type: ignore[no-untyped-def]
     code, lines = doctor(make(MCP_ISSUER=issuer.issuer + "/"))
     assert code == 1

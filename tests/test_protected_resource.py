@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.settings import Settings
+from tests.support.dpop import DEFAULT_ALGORITHMS
 from tests.support.issuer import MockIssuer
 
 EXPECTED = {
@@ -14,6 +15,9 @@ EXPECTED = {
     "bearer_methods_supported": ["header"],
     "resource_name": "Flask MCP server",
     "scopes_supported": ["todo:read", "todo:write"],
+    # RFC 9449 section 5.1 via RFC 9728 section 2; MCP_DPOP=allowed (the default) omits the
+    # dpop_bound_access_tokens_required member, whose default is false.
+    "dpop_signing_alg_values_supported": DEFAULT_ALGORITHMS,
 }
 
 
@@ -38,6 +42,7 @@ def test_zero_value_fields_are_omitted_and_urls_come_from_configuration(issuer: 
             "MCP_ISSUER": "https://login.example.com/tenant",
             "MCP_AUTHORIZATION_SERVERS": "https://login.example.com/tenant,https://backup.example.com",
             "MCP_INSTANCE_PATH": str(tmp_path),
+            "MCP_DPOP": "off",
         }
     )
     app = create_app(settings)
@@ -54,3 +59,35 @@ def test_zero_value_fields_are_omitted_and_urls_come_from_configuration(issuer: 
     assert (
         challenge == 'Bearer resource_metadata="https://MCP.example.com/.well-known/oauth-protected-resource/tools/mcp"'
     )
+
+
+@pytest.mark.parametrize(
+    ("mode", "members"),
+    [
+        pytest.param("off", {}, id="off: nothing about DPoP"),
+        pytest.param("allowed", {"dpop_signing_alg_values_supported": ["ES256", "EdDSA"]}, id="allowed"),
+        pytest.param(
+            "required",
+            {"dpop_signing_alg_values_supported": ["ES256", "EdDSA"], "dpop_bound_access_tokens_required": True},
+            id="required",
+        ),
+    ],
+)
+def test_dpop_members(issuer: MockIssuer, tmp_path, mode: str, members: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_mapping(
+        {
+            "MCP_RESOURCE_URL": "https://mcp.example.com/mcp",
+            "MCP_ISSUER": issuer.issuer,
+            "MCP_INSTANCE_PATH": str(tmp_path),
+            "MCP_DPOP": mode,
+            "MCP_DPOP_ALGORITHMS": "ES256 EdDSA",
+        }
+    )
+    document = create_app(settings).test_client().get("/.well-known/oauth-protected-resource/mcp").get_json()
+    assert document == {
+        "resource": "https://mcp.example.com/mcp",
+        "authorization_servers": [issuer.issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Flask MCP server",
+        **members,
+    }

@@ -13,6 +13,7 @@ from app.settings import ServedAddress
 from app.settings import Settings
 from app.settings import SettingsError
 from app.settings import is_loopback_host
+from tests.support.dpop import DEFAULT_ALGORITHMS
 
 RESOURCE = "https://mcp.example.com/mcp"
 ISSUER = "https://login.example.com/tenant"
@@ -75,6 +76,10 @@ class TestProductionDefaults:
             metrics_dir=None,
             workers=1,
             instance_path=None,
+            dpop="allowed",
+            dpop_algorithms=tuple(DEFAULT_ALGORITHMS),
+            dpop_proof_window=60,
+            dpop_nonce=False,
         )
 
     def test_every_variable_set(self) -> None:
@@ -100,6 +105,10 @@ class TestProductionDefaults:
             "PROMETHEUS_MULTIPROC_DIR": "/",
             "MCP_WORKERS": "4",
             "MCP_INSTANCE_PATH": "/srv/mcp/instance",
+            "MCP_DPOP": "Required",
+            "MCP_DPOP_ALGORITHMS": "ES256, Ed25519 ES256",
+            "MCP_DPOP_PROOF_WINDOW": "120",
+            "MCP_DPOP_NONCE": "1",
         }
         assert Settings.from_mapping(env) == Settings(
             resource_url="https://mcp.example.com/api/mcp",
@@ -126,6 +135,10 @@ class TestProductionDefaults:
             metrics_dir="/",
             workers=4,
             instance_path="/srv/mcp/instance",
+            dpop="required",
+            dpop_algorithms=("ES256", "Ed25519"),
+            dpop_proof_window=120,
+            dpop_nonce=True,
         )
 
     def test_workers_argument_wins_over_mcp_workers(self) -> None:
@@ -669,6 +682,47 @@ class TestEnviron:
         settings = Settings.from_mapping(PRODUCTION)
         with pytest.raises(TypeError):
             settings.environ["MCP_ISSUER"] = "https://evil.example"  # type: ignore[index]
+
+
+class TestDPoP:
+    @pytest.mark.parametrize("mode", ["off", "allowed", "required", " OFF "])
+    def test_modes(self, mode: str) -> None:
+        assert Settings.from_mapping(production(MCP_DPOP=mode)).dpop == mode.strip().lower()
+
+    @pytest.mark.parametrize(
+        ("env", "variable", "problem"),
+        [
+            pytest.param({"MCP_DPOP": "on"}, "MCP_DPOP", "must be off, allowed or required, not 'on'", id="not a mode"),
+            pytest.param(
+                {"MCP_DPOP_ALGORITHMS": "ES256 HS256"},
+                "MCP_DPOP_ALGORITHMS",
+                "'HS256' is not an asymmetric JWS algorithm (RFC 9449 section 4.2); choose from ES256 ES384 ES512 "
+                "Ed25519 Ed448 EdDSA PS256 PS384 PS512 RS256 RS384 RS512",
+                id="symmetric",
+            ),
+            pytest.param(
+                {"MCP_DPOP_ALGORITHMS": "none"},
+                "MCP_DPOP_ALGORITHMS",
+                "'none' is not an asymmetric JWS algorithm (RFC 9449 section 4.2); choose from ES256 ES384 ES512 "
+                "Ed25519 Ed448 EdDSA PS256 PS384 PS512 RS256 RS384 RS512",
+                id="none",
+            ),
+            pytest.param(
+                {"MCP_DPOP_PROOF_WINDOW": "4"}, "MCP_DPOP_PROOF_WINDOW", "must be between 5 and 600, not 4", id="short"
+            ),
+            pytest.param(
+                {"MCP_DPOP_PROOF_WINDOW": "601"},
+                "MCP_DPOP_PROOF_WINDOW",
+                "must be between 5 and 600, not 601",
+                id="long",
+            ),
+            pytest.param({"MCP_DPOP_NONCE": "maybe"}, "MCP_DPOP_NONCE", "must be 1 or 0, not 'maybe'", id="nonce"),
+        ],
+    )
+    def test_refused(self, env: dict[str, str], variable: str, problem: str) -> None:
+        error = refusal(production(**env))
+        assert_refused(error, variable, problem)
+        assert "\n" not in str(error)
 
 
 class TestStateSecret:

@@ -62,7 +62,7 @@ def test_configured_origins_are_allowed(tmp_path, issuer) -> None:  # type: igno
     response = client.post("/mcp", headers={"Origin": "https://app.example.com"})
     assert response.status_code == 401
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    assert response.headers["Access-Control-Expose-Headers"] == "Mcp-Session-Id, WWW-Authenticate"
+    assert response.headers["Access-Control-Expose-Headers"] == "DPoP-Nonce, Mcp-Session-Id, WWW-Authenticate"
     assert client.post("/mcp", headers={"Origin": "https://third.example.com"}).status_code == 403
 
 

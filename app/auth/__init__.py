@@ -8,7 +8,9 @@ processing the request"). For ``tools/call``, ``resources/read`` and
 ``prompts/get`` the hook also checks the scopes of the tool, resource or prompt
 and answers ``403 insufficient_scope`` before the SDK runs, so a client can
 step up (a JSON-RPC error inside a 200 gives it nothing to act on). The names
-come from :mod:`app.mcp_request`, which reads the body itself.
+come from :mod:`app.mcp_request`, which reads the body itself. DPoP (RFC 9449,
+:mod:`app.auth.dpop`) is checked only when the DPoP scheme, a token bound by
+``cnf`` or MCP_DPOP=required calls for it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from flask import g
 from flask import request
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
-from app.auth.bearer import extract_bearer_token
+from app.auth.bearer import DPOP
+from app.auth.bearer import extract_credentials
 from app.auth.challenges import BearerError
 from app.auth.challenges import Challenger
 from app.auth.challenges import InsufficientScope
 from app.auth.challenges import KeysUnavailable
 from app.auth.challenges import MissingToken
+from app.auth.dpop import ProtectedResourceDPoP
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
@@ -61,12 +65,13 @@ class BearerAuthentication:
         challenger: Challenger,
         scopes: ScopePolicy,
         resource_url: str,
+        dpop: ProtectedResourceDPoP | None = None,
         limits: RateLimits | None = None,
         mcp_endpoint: str = "mcp",
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
-        ``keys_unavailable``."""
+        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only)."""
         self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
@@ -74,6 +79,7 @@ class BearerAuthentication:
         self.resource_url = resource_url
         self.limits = limits
         self.mcp_endpoint = mcp_endpoint
+        self.dpop = dpop or ProtectedResourceDPoP()
         self._public: dict[str | None, bool] = {}
         self._sdk_users: dict[int, tuple[Principal, AuthenticatedUser]] = {}
 
@@ -88,12 +94,16 @@ class BearerAuthentication:
             return None
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         try:
-            token = extract_bearer_token(environ.get("HTTP_AUTHORIZATION"))
-            if token is None:
+            credentials = extract_credentials(environ.get("HTTP_AUTHORIZATION"), self.dpop.schemes)
+            if credentials is None:
                 raise MissingToken("An access token is required")
+            scheme, token = credentials
             principal = self.verifier.validate(token)
             ctx.principal = principal
             ctx.claims = principal.claims
+            # RFC 9449: a Bearer request with an unbound token, where bearer tokens are allowed, needs nothing more.
+            if scheme == DPOP or principal.jkt is not None or self.dpop.required:
+                self.dpop.check(scheme, token, principal)
             if self.limits is not None and (too_many := self.limits.admit(principal)) is not None:
                 return too_many
             if endpoint == self.mcp_endpoint:

@@ -1,12 +1,17 @@
-"""RFC 6750 section 3 and the MCP authorization spec: the errors a protected resource answers with.
+"""RFC 6750 section 3, RFC 9449 section 7.1 and MCP: the errors a protected resource answers with.
 
 https://www.rfc-editor.org/rfc/rfc6750#section-3
+https://www.rfc-editor.org/rfc/rfc9449#section-7.1
 https://modelcontextprotocol.io/specification/2026-07-28/basic/authorization
 
 One class per wire error carries its status and error code. :class:`Challenger`
-turns one into a response whose ``WWW-Authenticate`` header always names the
-protected resource metadata by an absolute URL built from configuration, never
-from the request's Host (RFC 9728 section 5.1).
+turns one into a response with one ``WWW-Authenticate`` challenge per scheme the
+server accepts (``Bearer`` first, since clients such as the TypeScript SDK read
+only a leading Bearer challenge; then ``DPoP`` with its ``algs``). Each always
+names the protected resource metadata by an absolute URL built from
+configuration, never from the request's Host (RFC 9728 section 5.1). An error
+about the token goes on both challenges; an error about the DPoP proof only on
+the DPoP one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from collections.abc import Sequence
 
 from flask import Response
 
@@ -32,11 +38,17 @@ class BearerError(Exception):
 
     status_code: int = 401
     error: str | None = None
+    #: RFC 9449: an error about the DPoP proof, not the token; only the DPoP challenge names it.
+    proof_error: bool = False
 
     def __init__(self, description: str, *, scope: Iterable[str] | None = None) -> None:
         super().__init__(description)
         self.description = description
         self.scope = tuple(scope) if scope is not None else None
+
+    def headers(self) -> dict[str, str]:
+        """Response headers besides the challenges."""
+        return {}
 
 
 class MissingToken(BearerError):
@@ -67,6 +79,29 @@ class InsufficientScope(BearerError):
     error = "insufficient_scope"
 
 
+class InvalidDPoPProof(BearerError):
+    """RFC 9449 section 7.1 ``invalid_dpop_proof``: the DPoP proof fails a check of section 4.3."""
+
+    status_code = 401
+    error = "invalid_dpop_proof"
+    proof_error = True
+
+
+class UseDPoPNonce(BearerError):
+    """RFC 9449 section 9 ``use_dpop_nonce``: 401 with the nonce the next proof must carry."""
+
+    status_code = 401
+    error = "use_dpop_nonce"
+    proof_error = True
+
+    def __init__(self, description: str, *, nonce: str) -> None:
+        super().__init__(description)
+        self.nonce = nonce
+
+    def headers(self) -> dict[str, str]:
+        return {"DPoP-Nonce": self.nonce}
+
+
 class KeysUnavailable(Exception):
     """No signing keys could be loaded: the token can be neither accepted nor refused."""
 
@@ -76,31 +111,46 @@ class KeysUnavailable(Exception):
 
 
 class Challenger:
-    """Builds challenge responses; the constant parts are computed once at startup."""
+    """Builds challenge responses; the constant parts are computed once at startup.
 
-    def __init__(self, resource_metadata_url: str, default_scopes: Iterable[str] = ()) -> None:
+    ``bearer`` says whether the Bearer scheme is accepted; ``dpop_algorithms``,
+    when not empty, that the DPoP scheme is, with proofs signed by these.
+    """
+
+    def __init__(
+        self,
+        resource_metadata_url: str,
+        default_scopes: Iterable[str] = (),
+        *,
+        bearer: bool = True,
+        dpop_algorithms: Sequence[str] = (),
+    ) -> None:
         self._metadata_param = f'resource_metadata="{quoted_safe(resource_metadata_url)}"'
         self._default_scope = " ".join(default_scopes)
+        self._bearer = bearer
+        # RFC 9449 section 7.1: algs, "a space-delimited list of the JWS alg values ... for DPoP proof JWTs".
+        self._algs_param = f'algs="{" ".join(dpop_algorithms)}"' if dpop_algorithms else None
 
-    def www_authenticate(self, error: BearerError) -> str:
-        params = []
+    def www_authenticate(self, error: BearerError) -> list[str]:
+        """One challenge per accepted scheme, each a whole ``WWW-Authenticate`` field value."""
+        error_params = []
         if error.error is not None:
-            params.append(f'error="{error.error}"')
-            params.append(f'error_description="{quoted_safe(error.description)}"')
+            error_params.append(f'error="{error.error}"')
+            error_params.append(f'error_description="{quoted_safe(error.description)}"')
         scope = " ".join(error.scope) if error.scope is not None else self._default_scope
-        if scope:
-            params.append(f'scope="{quoted_safe(scope)}"')
-        params.append(self._metadata_param)
-        return "Bearer " + ", ".join(params)
+        tail = [f'scope="{quoted_safe(scope)}"', self._metadata_param] if scope else [self._metadata_param]
+        challenges = []
+        if self._bearer:
+            challenges.append("Bearer " + ", ".join([*([] if error.proof_error else error_params), *tail]))
+        if self._algs_param is not None:
+            challenges.append("DPoP " + ", ".join([*error_params, self._algs_param, *tail]))
+        return challenges
 
     def response(self, error: BearerError) -> Response:
         body = {"error": error.error or "unauthorized", "error_description": error.description}
-        return Response(
-            json.dumps(body),
-            status=error.status_code,
-            mimetype="application/json",
-            headers={"WWW-Authenticate": self.www_authenticate(error), "Cache-Control": "no-store"},
-        )
+        headers = [("WWW-Authenticate", challenge) for challenge in self.www_authenticate(error)]
+        headers += [("Cache-Control", "no-store"), *error.headers().items()]
+        return Response(json.dumps(body), status=error.status_code, mimetype="application/json", headers=headers)
 
     @staticmethod
     def unavailable(error: KeysUnavailable) -> Response:

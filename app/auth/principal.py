@@ -16,6 +16,8 @@ from typing import Any
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
+from app.auth.dpop import confirmed_key
+
 DEFAULT_SCOPE_CLAIMS = ("scope", "scp", "permissions")
 
 
@@ -53,6 +55,8 @@ class Principal:
     org_id: str | None
     expires_at: int | None
     claims: Mapping[str, Any]
+    #: RFC 9449 section 6.1: the thumbprint of the DPoP key the token is bound to (``cnf.jkt``), if any.
+    jkt: str | None = None
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS) -> Principal:
@@ -66,6 +70,7 @@ class Principal:
             org_id=_string_claim(claims, "org_id", "organization_id"),
             expires_at=int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None,
             claims=dict(claims),
+            jkt=confirmed_key(claims) if "cnf" in claims else None,
         )
 
     @property

@@ -10,7 +10,8 @@ issue on this machine, exactly as against a production identity provider:
 * :mod:`.registration`: RFC 7591 dynamic registration, public and confidential.
 * :mod:`.client_metadata`: client ID metadata documents (a client_id that is a URL).
 * :mod:`.grants`: authorization code + PKCE S256, refresh rotation, client credentials, RFC 8707.
-* :mod:`.tokens`: RFC 9068 JWT access tokens, signed with :mod:`.signing`'s key.
+* :mod:`.tokens`: RFC 9068 JWT access tokens, signed with :mod:`.signing`'s key;
+  DPoP-bound (RFC 9449) when the token request carries a valid proof.
 * :mod:`.views`: the endpoints and the consent page; :mod:`.consent_forms`: its CSRF token.
 * :mod:`.storage`: SQLite in the instance folder, so a restart keeps registrations.
 * :mod:`.landing`: the page at ``/``.
@@ -27,6 +28,9 @@ from authlib.oauth2.rfc8414 import get_well_known_url
 from flask import Flask
 from mcp.server.mcpserver import MCPServer
 
+from app.auth.dpop import Nonces
+from app.auth.dpop import ProofVerifier
+from app.auth.dpop import ReplayCache
 from app.auth.scopes import ScopePolicy
 from app.dev_issuer import landing
 from app.dev_issuer.scopes import ScopeCatalogue
@@ -42,15 +46,27 @@ __all__ = ["DevIssuer", "init_app"]
 EXTENSION_KEY = "dev_issuer"
 
 
-def init_app(app: Flask, issuer: DevIssuer, settings: Settings, server: MCPServer, policy: ScopePolicy) -> None:
-    """Mount the authorization server and the landing page; call after every tool is registered."""
+def init_app(
+    app: Flask, issuer: DevIssuer, settings: Settings, server: MCPServer, policy: ScopePolicy, replays: ReplayCache
+) -> None:
+    """Mount the authorization server and the landing page; call after every tool is registered.
+
+    DPoP follows MCP_DPOP: off, a proof is ignored and tokens are Bearer; required, a token request
+    without one is refused. Its proofs' jti values go to ``replays``, the resource server's cache.
+    """
     # Authlib logs every issued token, in full, at DEBUG: never let those lines through.
     logging.getLogger("authlib").setLevel(logging.INFO)
+    proofs = None
+    if settings.dpop != "off":
+        nonces = Nonces(issuer.state_secret, "authorization server") if settings.dpop_nonce else None
+        proofs = ProofVerifier.from_settings(settings, replays, nonces)
     authorization_server = DevAuthorizationServer(
         issuer,
         Storage(Path(app.instance_path) / DATABASE_FILE),
         ScopeCatalogue.build(settings.scopes_supported, policy),
         token_lifetime=settings.dev_token_lifetime,
+        proofs=proofs,
+        dpop_required=settings.dpop == "required",
     )
     app.extensions[EXTENSION_KEY] = issuer
     app.extensions["dev_authorization_server"] = authorization_server

@@ -19,3 +19,22 @@ class InvalidTargetError(OAuth2Error):
     """RFC 8707 section 2: the requested resource is invalid, unknown or malformed."""
 
     error = "invalid_target"
+
+
+class InvalidDPoPProofError(OAuth2Error):
+    """RFC 9449 section 5: the DPoP proof of a token request is invalid (400)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(OAuth2Error):
+    """RFC 9449 section 8: the proof must carry this server's nonce, sent in ``DPoP-Nonce`` (400)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str, nonce: str) -> None:
+        super().__init__(description=description)
+        self.nonce = nonce
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]

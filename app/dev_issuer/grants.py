@@ -15,6 +15,11 @@ require on top of Authlib 1.9.9's defaults:
   revokes the refresh tokens the first one produced (RFC 6749 section 4.1.2).
 * Refresh tokens rotate: each is redeemed once, and a reused one is refused
   and revokes its whole family (OAuth 2.1 section 4.3.1).
+* RFC 9449 DPoP (:class:`DPoPBinding`): a token request with a valid proof
+  gets an access token bound to the proof's key, and a public client's refresh
+  token is bound to it too; a bound refresh token is refused without a proof
+  made with the same key. The proof is checked before a code or refresh token
+  is spent, so a refused proof (or a nonce challenge) leaves it usable.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from app.auth.jwt_access_token import normalize_audience
+from app.dev_issuer.errors import InvalidDPoPProofError
 from app.dev_issuer.errors import InvalidTargetError
 from app.dev_issuer.models import AuthorizationCode
 from app.dev_issuer.models import Client
 from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.models import User
 from app.dev_issuer.models import digest
+from app.dev_issuer.tokens import dpop_binding
 
 if TYPE_CHECKING:
     from app.dev_issuer.server import DevAuthorizationServer
@@ -86,7 +93,27 @@ class ResourceIndicator:
         self.requested(grant.request)
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+class DPoPBinding:
+    """RFC 9449 section 5 for a grant at the token endpoint; mixed in before Authlib's grant class."""
+
+    server: DevAuthorizationServer
+    request: OAuth2Request
+
+    def validate_dpop_proof(self) -> str | None:
+        """Check the request's DPoP proof; the thumbprint of its key, None when it carried none."""
+        jkt = self.server.dpop_proof(self.request)
+        self.request.dpop_jkt = jkt  # type: ignore[attr-defined]
+        return jkt
+
+    def generate_token(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        binding = dpop_binding.set(getattr(self.request, "dpop_jkt", None))
+        try:
+            return super().generate_token(*args, **kwargs)  # type: ignore[misc,no-any-return]
+        finally:
+            dpop_binding.reset(binding)
+
+
+class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     server: DevAuthorizationServer
 
@@ -118,6 +145,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def validate_token_request(self) -> None:
         super().validate_token_request()
         self.server.resource.requested(self.request)
+        self.validate_dpop_proof()
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         # Claim the code before issuing anything: of two concurrent redemptions only one wins.
@@ -143,7 +171,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):
+class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
     server: DevAuthorizationServer
@@ -160,6 +188,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def validate_token_request(self) -> None:
         super().validate_token_request()
         self.server.resource.requested(self.request)
+        jkt = self.validate_dpop_proof()
+        bound: str | None = self.request.refresh_token.jkt
+        # RFC 9449 section 5: for a public client's bound refresh token, "the binding MUST be validated
+        # when the refresh token is later presented to get new access tokens".
+        if bound is not None and jkt is None:
+            raise InvalidDPoPProofError("This refresh token is bound to a DPoP key: send a DPoP proof made with it")
+        if bound is not None and jkt != bound:
+            raise InvalidGrantError("The refresh token is bound to another DPoP key")
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         record: RefreshToken = self.request.refresh_token
@@ -184,7 +220,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         )
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(DPoPBinding, grants.ClientCredentialsGrant):
     """For confidential clients acting on their own behalf; the token's ``sub`` is the client_id."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -193,3 +229,4 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_token_request(self) -> None:
         super().validate_token_request()
         self.server.resource.requested(self.request)
+        self.validate_dpop_proof()

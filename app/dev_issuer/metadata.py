@@ -28,7 +28,7 @@ GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
 TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
 
 
-def metadata_document(issuer: str, scopes: Sequence[str]) -> dict[str, Any]:
+def metadata_document(issuer: str, scopes: Sequence[str], *, dpop_algorithms: Sequence[str] = ()) -> dict[str, Any]:
     origin = issuer.removesuffix(DEV_ISSUER_PATH)
     document: dict[str, Any] = {
         "issuer": issuer,
@@ -47,5 +47,8 @@ def metadata_document(issuer: str, scopes: Sequence[str]) -> dict[str, Any]:
     }
     if not scopes:
         del document["scopes_supported"]  # zero values are omitted, never []
+    if dpop_algorithms:
+        # RFC 9449 section 5.1: the proof algorithms the token endpoint accepts.
+        document["dpop_signing_alg_values_supported"] = list(dpop_algorithms)
     AuthorizationServerMetadata(document).validate(metadata_classes=[IssuerParameterMetadata])
     return document

@@ -152,6 +152,8 @@ class RefreshToken(TokenMixin):
     used_at: int | None = None
     revoked_at: int | None = None
     issued_at: int = field(default=0, compare=False)
+    #: RFC 9449 section 5: a public client's refresh token is bound to its DPoP key (this thumbprint).
+    jkt: str | None = None
 
     def check_client(self, client: ClientMixin) -> bool:
         return bool(client.get_client_id() == self.client_id)

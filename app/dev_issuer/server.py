@@ -4,8 +4,9 @@ https://docs.authlib.org/en/latest/flask/2/authorization-server.html
 
 Built once per app. It knows the storage, resolves client_ids (registered, or
 URLs naming a client metadata document), saves refresh tokens by family, adds
-RFC 9207 ``iss`` to every authorization response, success or error, and
-registers the grants and the registration endpoint.
+RFC 9207 ``iss`` to every authorization response, success or error, checks
+RFC 9449 DPoP proofs of token requests, and registers the grants and the
+registration endpoint.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
 
+from app.auth.dpop import NonceRequired
+from app.auth.dpop import ProofError
+from app.auth.dpop import ProofVerifier
+from app.auth.dpop import normalize_htu
 from app.dev_issuer.client_metadata import ClientMetadataDocuments
 from app.dev_issuer.client_metadata import is_metadata_document_url
+from app.dev_issuer.errors import InvalidDPoPProofError
+from app.dev_issuer.errors import UseDPoPNonceError
 from app.dev_issuer.errors import safe_description
 from app.dev_issuer.grants import REFRESH_TOKEN_LIFETIME
 from app.dev_issuer.grants import AuthorizationCodeGrant
@@ -32,6 +39,7 @@ from app.dev_issuer.metadata import metadata_document
 from app.dev_issuer.models import Client
 from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.models import digest
+from app.dev_issuer.registration import PUBLIC_CLIENT
 from app.dev_issuer.registration import RegistrationEndpoint
 from app.dev_issuer.scopes import ScopeCatalogue
 from app.dev_issuer.signing import DevIssuer
@@ -60,7 +68,11 @@ class DevAuthorizationServer(AuthorizationServer):
         *,
         token_lifetime: int,
         documents: ClientMetadataDocuments | None = None,
+        proofs: ProofVerifier | None = None,
+        dpop_required: bool = False,
     ) -> None:
+        """``proofs`` checks DPoP proofs (None: DPoP is off and a proof is ignored, RFC 9449 section 5);
+        ``dpop_required``: a token request without a proof is refused."""
         super().__init__()
         self.storage = storage
         self.documents = documents or ClientMetadataDocuments(storage)
@@ -69,7 +81,15 @@ class DevAuthorizationServer(AuthorizationServer):
         self.resource_url = issuer.resource_url
         self.resource = ResourceIndicator(issuer.resource_url)
         self.issuer_parameter = Issuer(issuer.issuer)
-        self.metadata = metadata_document(issuer.issuer, scopes.supported)
+        self.metadata = metadata_document(
+            issuer.issuer, scopes.supported, dpop_algorithms=proofs.algorithms if proofs is not None else ()
+        )
+        self.proofs = proofs
+        self.dpop_required = dpop_required and proofs is not None
+        # The htu of token requests' proofs: the token endpoint as the metadata names it, from settings.
+        token_url = normalize_htu(self.metadata["token_endpoint"])
+        assert token_url is not None
+        self.token_url = token_url
 
         self.register_token_generator("default", AccessTokenGenerator(issuer, lifetime=token_lifetime))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), self.resource])
@@ -87,6 +107,21 @@ class DevAuthorizationServer(AuthorizationServer):
             error.description = safe_description(f"response_type={response_type} is not supported")
             raise
 
+    def dpop_proof(self, request: OAuth2Request) -> str | None:
+        """RFC 9449 section 5: the thumbprint of the key a token request's proof was made with, if any."""
+        values = request.headers.getlist("DPoP") if self.proofs is not None else []
+        if not values:
+            if self.dpop_required:
+                raise InvalidDPoPProofError("This authorization server issues DPoP-bound tokens only: send a proof")
+            return None
+        assert self.proofs is not None
+        try:
+            return self.proofs.verify(values, method=request.method, url=self.token_url).jkt
+        except NonceRequired as error:
+            raise UseDPoPNonceError(str(error), error.nonce) from None
+        except ProofError as error:
+            raise InvalidDPoPProofError(str(error)) from None
+
     def query_client(self, client_id: str) -> Client | None:
         if is_metadata_document_url(client_id):
             return self.documents.client(client_id)
@@ -96,9 +131,13 @@ class DevAuthorizationServer(AuthorizationServer):
         client: Client = request.client
         subject = request.user.get_user_id() if request.user is not None else client.client_id
         refresh_token = token.get("refresh_token")
+        jkt: str | None = getattr(request, "dpop_jkt", None)
         if refresh_token:
             parent = request.refresh_token or request.authorization_code
             now = int(time.time())
+            # RFC 9449 section 5: refresh tokens of public clients are bound to the DPoP key;
+            # confidential clients' are already bound to their credentials.
+            public = client.token_endpoint_auth_method == PUBLIC_CLIENT
             self.storage.add_refresh_token(
                 RefreshToken(
                     token_hash=digest(refresh_token),
@@ -109,10 +148,12 @@ class DevAuthorizationServer(AuthorizationServer):
                     resource=self.resource_url,
                     expires_at=now + REFRESH_TOKEN_LIFETIME,
                     issued_at=now,
+                    jkt=jkt if public else None,
                 )
             )
         logger.info(
-            "issued an access token%s for %s: client_id=%r sub=%r scope=%r",
+            "issued a%s access token%s for %s: client_id=%r sub=%r scope=%r",
+            " DPoP-bound" if jkt is not None else "n",
             " and a refresh token" if refresh_token else "",
             request.payload.grant_type,
             client.client_id,

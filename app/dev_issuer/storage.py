@@ -60,16 +60,21 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     issued_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    jkt TEXT
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
 """
+# Columns added since the first release, for instance folders made before them.
+MIGRATIONS = {("refresh_tokens", "jkt"): "ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT"}
 
 _CODE_COLUMNS = (
     "code_hash, client_id, subject, scope, redirect_uri, resource, code_challenge, code_challenge_method, "
     "expires_at, used_at"
 )
-_REFRESH_COLUMNS = "token_hash, family, client_id, subject, scope, resource, expires_at, used_at, revoked_at, issued_at"
+_REFRESH_COLUMNS = (
+    "token_hash, family, client_id, subject, scope, resource, expires_at, used_at, revoked_at, issued_at, jkt"
+)
 
 
 class Storage:
@@ -78,6 +83,13 @@ class Storage:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
+            for (table, column), statement in MIGRATIONS.items():
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    try:
+                        db.execute(statement)
+                    except sqlite3.OperationalError as error:  # another worker added it just now
+                        if "duplicate column" not in str(error):
+                            raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -162,7 +174,7 @@ class Storage:
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (token.issued_at - KEEP_AFTER_EXPIRY,))
             db.execute(
-                f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 (
                     token.token_hash,
                     token.family,
@@ -174,6 +186,7 @@ class Storage:
                     token.used_at,
                     token.revoked_at,
                     token.issued_at,
+                    token.jkt,
                 ),
             )
 

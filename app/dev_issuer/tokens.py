@@ -7,10 +7,16 @@ Authlib's ``JWTBearerTokenGenerator`` puts the client_id in ``aud`` unless
 told otherwise; RFC 8707 wants the requested resource there, and the grants
 accept no resource but MCP_RESOURCE_URL, so ``aud`` is that URL. Refresh
 tokens are only issued when a refresh token generator is passed, so one is.
+
+A token request that carried a valid DPoP proof gets a token bound to the
+proof's key: ``cnf.jkt`` and ``token_type: DPoP`` (RFC 9449 sections 5 and
+6.1). Authlib's generator is called without the request, so the grant hands
+the key's thumbprint over in :data:`dpop_binding` for the duration of the call.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from authlib.common.security import generate_token
@@ -20,6 +26,8 @@ from joserfc.jwk import KeySet
 from app.dev_issuer.signing import DevIssuer
 
 REFRESH_TOKEN_LENGTH = 48
+#: The RFC 7638 thumbprint the access token being generated is bound to, set by the grant.
+dpop_binding: ContextVar[str | None] = ContextVar("dpop_binding", default=None)
 
 
 def _refresh_token(**_: Any) -> str:
@@ -45,3 +53,15 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 
     def get_audiences(self, client: Any, user: Any, scope: Any) -> str:
         return self.resource_url
+
+    def get_extra_claims(self, client: Any, grant_type: str, user: Any, scope: Any) -> dict[str, Any]:
+        jkt = dpop_binding.get()
+        # RFC 9449 section 6.1: the JWK SHA-256 thumbprint confirmation method.
+        return {"cnf": {"jkt": jkt}} if jkt is not None else {}
+
+    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        token: dict[str, Any] = super().generate(*args, **kwargs)
+        if dpop_binding.get() is not None:
+            # RFC 9449 section 5: a token bound to the proof's key is answered with token_type DPoP.
+            token["token_type"] = "DPoP"  # noqa: S105 (a token type)
+        return token

@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Tokens
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import MODERN
@@ -21,6 +22,13 @@ METADATA = "http://localhost/.well-known/oauth-protected-resource/mcp"
 LIST_TOOLS = json.dumps(request_body("tools/list"))
 
 
+def challenges(error: str, scope: str = "todo:read todo:write") -> list[str]:
+    """The two challenges of MCP_DPOP=allowed (the default): Bearer, then DPoP with its algs; ``error``
+    is the error and error_description params with their trailing comma, or empty."""
+    tail = f'scope="{scope}", resource_metadata="{METADATA}"'
+    return [f"Bearer {error}{tail}", f"DPoP {error}{DEFAULT_ALGS}, {tail}"]
+
+
 def post(client: FlaskClient, headers: dict[str, str], body: bytes | str = LIST_TOOLS):  # type: ignore[no-untyped-def]
     response = client.post("/mcp", headers=headers, data=body)
     response.close()
@@ -31,9 +39,10 @@ class TestNoToken:
     def test_challenge_has_no_error_and_names_metadata_and_scopes(self, client: FlaskClient) -> None:
         response = post(client, request_headers("tools/list"))
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == (
-            f'Bearer scope="todo:read todo:write", resource_metadata="{METADATA}"'
-        )
+        assert response.headers.getlist("WWW-Authenticate") == [
+            f'Bearer scope="todo:read todo:write", resource_metadata="{METADATA}"',
+            f'DPoP {DEFAULT_ALGS}, scope="todo:read todo:write", resource_metadata="{METADATA}"',
+        ]
         assert response.headers["Content-Type"] == "application/json"
         assert response.headers["Cache-Control"] == "no-store"
         assert response.get_json() == {"error": "unauthorized", "error_description": "An access token is required"}
@@ -62,7 +71,9 @@ class TestMalformedHeader:
         [
             pytest.param("Bearer", "The Authorization header carries no token", id="no token"),
             pytest.param("Bearer   ", "The Authorization header carries no token", id="only spaces"),
-            pytest.param("Basic dXNlcjpwYXNz", "The Authorization header must use the Bearer scheme", id="basic"),
+            pytest.param(
+                "Basic dXNlcjpwYXNz", "The Authorization header must use the Bearer or DPoP scheme", id="basic"
+            ),
             pytest.param("Bearer a b", "The Authorization header must carry exactly one bearer token", id="space"),
             pytest.param(
                 "Bearer a.b.c, Bearer d.e.f",
@@ -74,9 +85,8 @@ class TestMalformedHeader:
     def test_is_400_invalid_request(self, client: FlaskClient, header: str, description: str) -> None:
         response = post(client, {**request_headers("tools/list"), "Authorization": header})
         assert response.status_code == 400
-        assert response.headers["WWW-Authenticate"] == (
-            f'Bearer error="invalid_request", error_description="{description}", '
-            f'scope="todo:read todo:write", resource_metadata="{METADATA}"'
+        assert response.headers.getlist("WWW-Authenticate") == challenges(
+            f'error="invalid_request", error_description="{description}", '
         )
         assert response.get_json() == {"error": "invalid_request", "error_description": description}
 
@@ -98,9 +108,8 @@ class TestInvalidToken:
     ) -> None:
         response = post(client, request_headers("tools/list", token=tokens.mint(**claims)))
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == (
-            f'Bearer error="invalid_token", error_description="{description}", '
-            f'scope="todo:read todo:write", resource_metadata="{METADATA}"'
+        assert response.headers.getlist("WWW-Authenticate") == challenges(
+            f'error="invalid_token", error_description="{description}", '
         )
         assert response.get_json() == {"error": "invalid_token", "error_description": description}
 
@@ -119,9 +128,9 @@ class TestInsufficientScope:
         headers, body = call_tool("add_todo", {"title": "x"}, era=era, token=tokens.mint("todo:read"))
         response = post(client, headers, body)
         assert response.status_code == 403
-        assert response.headers["WWW-Authenticate"] == (
-            'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:write", '
-            f'scope="todo:write", resource_metadata="{METADATA}"'
+        assert response.headers.getlist("WWW-Authenticate") == challenges(
+            'error="insufficient_scope", error_description="This call requires the scopes: todo:write", ',
+            "todo:write",
         )
         assert response.get_json() == {
             "error": "insufficient_scope",
@@ -150,10 +159,10 @@ class TestInsufficientScope:
         response = post(client, headers, json.dumps(batch))
         assert response.status_code == 403
         # All scopes the whole message needs, in one challenge (MCP 2026-07-28).
-        assert response.headers["WWW-Authenticate"] == (
-            'Bearer error="insufficient_scope", '
-            'error_description="This call requires the scopes: todo:delete todo:read todo:write", '
-            f'scope="todo:delete todo:read todo:write", resource_metadata="{METADATA}"'
+        assert response.headers.getlist("WWW-Authenticate") == challenges(
+            'error="insufficient_scope", '
+            'error_description="This call requires the scopes: todo:delete todo:read todo:write", ',
+            "todo:delete todo:read todo:write",
         )
 
     def test_tools_list_shows_every_tool_to_any_token(self, client: FlaskClient, tokens: Tokens) -> None:
@@ -226,9 +235,9 @@ class TestResourcesAndPrompts:
         headers = request_headers(method, target, era=era, token=tokens.mint("todo:write:other"))
         response = post(client, headers, json.dumps(request_body(method, params, era=era)))
         assert response.status_code == 403
-        assert response.headers["WWW-Authenticate"] == (
-            'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:read", '
-            f'scope="todo:read", resource_metadata="{METADATA}"'
+        assert response.headers.getlist("WWW-Authenticate") == challenges(
+            'error="insufficient_scope", error_description="This call requires the scopes: todo:read", ',
+            "todo:read",
         )
 
     @pytest.mark.parametrize("era", [MODERN, HANDSHAKE])

@@ -10,10 +10,12 @@ from flask import Response
 from app.auth.challenges import BearerError
 from app.auth.challenges import Challenger
 from app.auth.challenges import InsufficientScope
+from app.auth.challenges import InvalidDPoPProof
 from app.auth.challenges import InvalidRequest
 from app.auth.challenges import InvalidToken
 from app.auth.challenges import KeysUnavailable
 from app.auth.challenges import MissingToken
+from app.auth.challenges import UseDPoPNonce
 from app.auth.challenges import quoted_safe
 
 METADATA = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
@@ -109,13 +111,87 @@ class TestWWWAuthenticate:
         ],
     )
     def test_header(self, default_scopes: tuple[str, ...], error: BearerError, header: str) -> None:
-        assert Challenger(METADATA, default_scopes).www_authenticate(error) == header
+        assert Challenger(METADATA, default_scopes).www_authenticate(error) == [header]
 
     def test_metadata_url_is_sanitised_once(self) -> None:
         challenger = Challenger('https://mcp.example.com/"x"')
-        assert (
-            challenger.www_authenticate(MissingToken("no")) == 'Bearer resource_metadata="https://mcp.example.com/?x?"'
+        assert challenger.www_authenticate(MissingToken("no")) == [
+            'Bearer resource_metadata="https://mcp.example.com/?x?"'
+        ]
+
+
+ALGS = 'algs="ES256 PS256"'
+
+
+class TestWithDPoP:
+    """RFC 9449 section 7.1: a DPoP challenge beside the Bearer one, or alone when DPoP is required."""
+
+    @pytest.mark.parametrize(
+        ("error", "bearer", "dpop"),
+        [
+            pytest.param(
+                MissingToken("An access token is required"),
+                f'Bearer scope="todo:read todo:write", {RM}',
+                f'DPoP {ALGS}, scope="todo:read todo:write", {RM}',
+                id="no token: neither names an error",
+            ),
+            pytest.param(
+                InvalidToken("The access token expired"),
+                f'Bearer error="invalid_token", error_description="The access token expired", '
+                f'scope="todo:read todo:write", {RM}',
+                f'DPoP error="invalid_token", error_description="The access token expired", {ALGS}, '
+                f'scope="todo:read todo:write", {RM}',
+                id="a token error goes on both",
+            ),
+            pytest.param(
+                InsufficientScope("Needs todo:delete", scope=["todo:delete"]),
+                f'Bearer error="insufficient_scope", error_description="Needs todo:delete", scope="todo:delete", {RM}',
+                f'DPoP error="insufficient_scope", error_description="Needs todo:delete", {ALGS}, '
+                f'scope="todo:delete", {RM}',
+                id="insufficient scope on both",
+            ),
+            pytest.param(
+                InvalidDPoPProof("The DPoP proof is too old (iat)"),
+                f'Bearer scope="todo:read todo:write", {RM}',
+                f'DPoP error="invalid_dpop_proof", error_description="The DPoP proof is too old (iat)", {ALGS}, '
+                f'scope="todo:read todo:write", {RM}',
+                id="a proof error only on DPoP",
+            ),
+            pytest.param(
+                UseDPoPNonce("This server requires a nonce in the DPoP proof", nonce="n-1"),
+                f'Bearer scope="todo:read todo:write", {RM}',
+                'DPoP error="use_dpop_nonce", error_description="This server requires a nonce in the DPoP proof", '
+                f'{ALGS}, scope="todo:read todo:write", {RM}',
+                id="a nonce challenge only on DPoP",
+            ),
+        ],
+    )
+    def test_both_schemes(self, error: BearerError, bearer: str, dpop: str) -> None:
+        challenger = Challenger(METADATA, SCOPES, dpop_algorithms=("ES256", "PS256"))
+        assert challenger.www_authenticate(error) == [bearer, dpop]
+        response = challenger.response(error)
+        assert response.headers.getlist("WWW-Authenticate") == [bearer, dpop]
+
+    def test_required_drops_bearer(self) -> None:
+        challenger = Challenger(METADATA, (), bearer=False, dpop_algorithms=("ES256",))
+        assert challenger.www_authenticate(InvalidDPoPProof("x")) == [
+            f'DPoP error="invalid_dpop_proof", error_description="x", algs="ES256", {RM}'
+        ]
+
+    def test_nonce_challenge_carries_the_nonce(self) -> None:
+        response = Challenger(METADATA, dpop_algorithms=("ES256",)).response(UseDPoPNonce("x", nonce="abc"))
+        assert response.status_code == 401
+        assert response.headers["DPoP-Nonce"] == "abc"
+        assert body_of(response) == {"error": "use_dpop_nonce", "error_description": "x"}
+
+    def test_proof_errors(self) -> None:
+        assert (InvalidDPoPProof.status_code, InvalidDPoPProof.error, InvalidDPoPProof.proof_error) == (
+            401,
+            "invalid_dpop_proof",
+            True,
         )
+        assert (UseDPoPNonce.status_code, UseDPoPNonce.error, UseDPoPNonce.proof_error) == (401, "use_dpop_nonce", True)
+        assert not InvalidToken.proof_error
 
 
 class TestQuotedSafe:
@@ -181,8 +257,9 @@ class TestResponse:
         assert body_of(response) == body
         assert response.mimetype == "application/json"
         assert response.headers["Cache-Control"] == "no-store"
-        assert response.headers["WWW-Authenticate"] == challenger.www_authenticate(error)
+        assert response.headers.getlist("WWW-Authenticate") == challenger.www_authenticate(error)
         assert "Retry-After" not in response.headers
+        assert "DPoP-Nonce" not in response.headers
 
     def test_unavailable(self) -> None:
         response = Challenger.unavailable(KeysUnavailable(retry_after=17))

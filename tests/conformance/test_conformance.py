@@ -15,6 +15,7 @@ import pytest
 
 from tests.conformance.conftest import Deployment
 from tests.conformance.fixture import SCOPES
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import result_of
@@ -70,10 +71,11 @@ def test_the_server_behind_the_proxy_still_demands_a_token(stateless: Deployment
 
     direct = httpx2.post(stateless.upstream + "/mcp", headers=headers, content=body)
     assert direct.status_code == 401
-    assert direct.headers["www-authenticate"] == (
-        f'Bearer scope="{" ".join(SCOPES)}", '
+    tail = (
+        f'scope="{" ".join(SCOPES)}", '
         f'resource_metadata="{stateless.url.removesuffix("/mcp")}/.well-known/oauth-protected-resource/mcp"'
     )
+    assert direct.headers.get_list("www-authenticate") == [f"Bearer {tail}", f"DPoP {DEFAULT_ALGS}, {tail}"]
 
     # nginx replaces whatever Authorization the client sent with its own token.
     for client_headers in (headers, {**headers, "Authorization": "Bearer not-a-token"}):

@@ -16,6 +16,8 @@ import pytest
 
 from tests.deploy.conftest import ProxiedDeployment
 from tests.deploy.conftest import assert_no_token
+from tests.support.dpop import DEFAULT_ALGORITHMS
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
@@ -87,6 +89,7 @@ def test_metadata_names_the_https_resource(proxied: ProxiedDeployment, path: str
         "bearer_methods_supported": ["header"],
         "resource_name": "Flask MCP server",
         "scopes_supported": ["todo:read", "todo:write"],
+        "dpop_signing_alg_values_supported": DEFAULT_ALGORITHMS,
     }
 
 
@@ -102,15 +105,19 @@ def test_every_challenge_points_at_https_metadata(proxied: ProxiedDeployment) ->
         headers, body = call_tool("delete_todo", {"id": 1}, token=proxied.token("todo:read"))
         scope = http.post(proxied.url, headers=headers, content=body)
     assert (missing.status_code, expired.status_code, scope.status_code) == (401, 401, 403)
-    assert missing.headers["www-authenticate"] == f'Bearer scope="todo:read todo:write", resource_metadata="{prm}"'
-    assert expired.headers["www-authenticate"] == (
-        'Bearer error="invalid_token", error_description="The access token expired", '
-        f'scope="todo:read todo:write", resource_metadata="{prm}"'
-    )
-    assert scope.headers["www-authenticate"] == (
-        'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:delete", '
-        f'scope="todo:delete", resource_metadata="{prm}"'
-    )
+    tail = f'scope="todo:read todo:write", resource_metadata="{prm}"'
+    assert missing.headers.get_list("www-authenticate") == [f"Bearer {tail}", f"DPoP {DEFAULT_ALGS}, {tail}"]
+    error = 'error="invalid_token", error_description="The access token expired"'
+    assert expired.headers.get_list("www-authenticate") == [
+        f"Bearer {error}, {tail}",
+        f"DPoP {error}, {DEFAULT_ALGS}, {tail}",
+    ]
+    error = 'error="insufficient_scope", error_description="This call requires the scopes: todo:delete"'
+    tail = f'scope="todo:delete", resource_metadata="{prm}"'
+    assert scope.headers.get_list("www-authenticate") == [
+        f"Bearer {error}, {tail}",
+        f"DPoP {error}, {DEFAULT_ALGS}, {tail}",
+    ]
     for response in (missing, expired, scope):
         assert response.headers["strict-transport-security"] == HSTS
         assert response.headers["content-type"] == "application/json"

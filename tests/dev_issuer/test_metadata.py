@@ -16,6 +16,7 @@ from app.dev_issuer.scopes import ScopeCatalogue
 from app.settings import Settings
 from tests.dev_issuer.conftest import ISSUER
 from tests.dev_issuer.conftest import ORIGIN
+from tests.support.dpop import DEFAULT_ALGORITHMS
 
 EXPECTED = {
     "issuer": ISSUER,
@@ -31,6 +32,8 @@ EXPECTED = {
     "code_challenge_methods_supported": ["S256"],
     "authorization_response_iss_parameter_supported": True,
     "client_id_metadata_document_supported": True,
+    # RFC 9449 section 5.1: the token endpoint takes DPoP proofs signed with these.
+    "dpop_signing_alg_values_supported": DEFAULT_ALGORITHMS,
 }
 
 

@@ -45,20 +45,28 @@ class DevServer:
         return self.base + "/dev-issuer"
 
 
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    folder: Path = tmp_path_factory.mktemp("gunicorn-dev")
+def start_dev_server(folder: Path, **env: str) -> DevServer:
+    """gunicorn (2 workers x 4 threads) in development mode on a free port, with ``env`` added."""
     port = free_port()
-    env = {
+    settings = {
         "MCP_DEV": "1",
         "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
         "MCP_INSTANCE_PATH": str(folder / "instance"),
-        # The resource asks for todo:read up front, so a client steps up for anything more.
-        "MCP_SCOPES_SUPPORTED": "todo:read",
-        # Short-lived access tokens, honoured exactly, so a test sees one expire and get refreshed.
-        "MCP_DEV_TOKEN_LIFETIME": "3",
-        "MCP_CLOCK_LEEWAY": "0",
+        **env,
     }
-    process, base = start_gunicorn(env, folder / "gunicorn.log", port=port, workers=2, threads=4)
-    yield DevServer(process, base, folder / "instance")
-    assert process.stop() == 0, process.log()
+    process, base = start_gunicorn(settings, folder / "gunicorn.log", port=port, workers=2, threads=4)
+    return DevServer(process, base, folder / "instance")
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    server = start_dev_server(
+        tmp_path_factory.mktemp("gunicorn-dev"),
+        # The resource asks for todo:read up front, so a client steps up for anything more.
+        MCP_SCOPES_SUPPORTED="todo:read",
+        # Short-lived access tokens, honoured exactly, so a test sees one expire and get refreshed.
+        MCP_DEV_TOKEN_LIFETIME="3",
+        MCP_CLOCK_LEEWAY="0",
+    )
+    yield server
+    assert server.process.stop() == 0, server.process.log()

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from app.settings import DEFAULT_DPOP_ALGORITHMS
 from tests.e2e.conftest import DevServer
 from tests.e2e.test_dev_authorization_server import provider
 from tests.e2e.test_dev_authorization_server import sdk_client
@@ -60,9 +61,11 @@ def test_the_landing_page_names_the_port(flask_server: DevServer) -> None:
 def test_the_challenge_and_the_metadata_name_the_port(flask_server: DevServer) -> None:
     refused = httpx2.post(flask_server.url, json={})
     assert refused.status_code == 401
+    metadata = f'resource_metadata="{flask_server.base}/.well-known/oauth-protected-resource/mcp"'
+    algs = " ".join(DEFAULT_DPOP_ALGORITHMS)
     assert refused.headers["www-authenticate"] == (
-        'Bearer scope="todo:read todo:write todo:delete", '
-        f'resource_metadata="{flask_server.base}/.well-known/oauth-protected-resource/mcp"'
+        f'Bearer scope="todo:read todo:write todo:delete", {metadata}, '
+        f'DPoP algs="{algs}", scope="todo:read todo:write todo:delete", {metadata}'
     )
     resource = httpx2.get(flask_server.base + "/.well-known/oauth-protected-resource/mcp").json()
     assert (resource["resource"], resource["authorization_servers"]) == (flask_server.url, [flask_server.issuer])

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.support.dpop import DEFAULT_ALGORITHMS
+from tests.support.dpop import DEFAULT_ALGS
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import call_tool
@@ -29,9 +31,8 @@ def metadata_url(server: RunningServer) -> str:
 def test_no_token_challenge(gunicorn_server: RunningServer) -> None:
     response = httpx2.post(gunicorn_server.url, headers=request_headers("tools/list"), json=request_body("tools/list"))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == (
-        f'Bearer scope="todo:read todo:write", resource_metadata="{metadata_url(gunicorn_server)}"'
-    )
+    tail = f'scope="todo:read todo:write", resource_metadata="{metadata_url(gunicorn_server)}"'
+    assert response.headers.get_list("www-authenticate") == [f"Bearer {tail}", f"DPoP {DEFAULT_ALGS}, {tail}"]
     assert response.json() == {"error": "unauthorized", "error_description": "An access token is required"}
 
 
@@ -41,10 +42,12 @@ def test_token_for_another_resource_is_invalid(gunicorn_server: RunningServer) -
         gunicorn_server.url, headers=request_headers("tools/list", token=token), json=request_body("tools/list")
     )
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == (
-        'Bearer error="invalid_token", error_description="The access token was not issued for this resource", '
-        f'scope="todo:read todo:write", resource_metadata="{metadata_url(gunicorn_server)}"'
-    )
+    error = 'error="invalid_token", error_description="The access token was not issued for this resource"'
+    tail = f'scope="todo:read todo:write", resource_metadata="{metadata_url(gunicorn_server)}"'
+    assert response.headers.get_list("www-authenticate") == [
+        f"Bearer {error}, {tail}",
+        f"DPoP {error}, {DEFAULT_ALGS}, {tail}",
+    ]
 
 
 @pytest.mark.parametrize("era", ["2026-07-28", HANDSHAKE])
@@ -52,10 +55,12 @@ def test_step_up_challenge(gunicorn_server: RunningServer, era: str) -> None:
     headers, body = call_tool("delete_todo", {"id": 1}, era=era, token=gunicorn_server.token("todo:read", "todo:write"))
     response = httpx2.post(gunicorn_server.url, headers=headers, content=body)
     assert response.status_code == 403
-    assert response.headers["www-authenticate"] == (
-        'Bearer error="insufficient_scope", error_description="This call requires the scopes: todo:delete", '
-        f'scope="todo:delete", resource_metadata="{metadata_url(gunicorn_server)}"'
-    )
+    error = 'error="insufficient_scope", error_description="This call requires the scopes: todo:delete"'
+    tail = f'scope="todo:delete", resource_metadata="{metadata_url(gunicorn_server)}"'
+    assert response.headers.get_list("www-authenticate") == [
+        f"Bearer {error}, {tail}",
+        f"DPoP {error}, {DEFAULT_ALGS}, {tail}",
+    ]
     assert response.json() == {
         "error": "insufficient_scope",
         "error_description": "This call requires the scopes: todo:delete",
@@ -74,6 +79,7 @@ def test_metadata_documents(gunicorn_server: RunningServer, path: str) -> None:
         "bearer_methods_supported": ["header"],
         "resource_name": "Flask MCP server",
         "scopes_supported": ["todo:read", "todo:write"],
+        "dpop_signing_alg_values_supported": DEFAULT_ALGORITHMS,
     }
 
 

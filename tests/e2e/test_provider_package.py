@@ -23,6 +23,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from app.settings import DEFAULT_DPOP_ALGORITHMS
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import result_of
 from tests.support.mcp_client import connect
@@ -115,6 +116,9 @@ async def calls_with_and_without_the_scope(server: RunningServer, era: str) -> N
         (
             403,
             'Bearer error="insufficient_scope", error_description="This call requires the scopes: notes:write", '
+            f'scope="notes:write", resource_metadata="{server.base}/.well-known/oauth-protected-resource/mcp", '
+            'DPoP error="insufficient_scope", error_description="This call requires the scopes: notes:write", '
+            f'algs="{" ".join(DEFAULT_DPOP_ALGORITHMS)}", '
             f'scope="notes:write", resource_metadata="{server.base}/.well-known/oauth-protected-resource/mcp"',
             {"error": "insufficient_scope", "error_description": "This call requires the scopes: notes:write"},
         )
