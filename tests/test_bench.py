@@ -1,4 +1,4 @@
-"""The benchmark's reference server (bench/native_app.py) serves the example tools and the streaming one, the SDK's way."""
+"""The benchmark's reference server (bench/native_app.py) serves the examples and the streaming tool."""
 
 from __future__ import annotations
 
