@@ -4,18 +4,21 @@ CPython hands its GIL over whenever the holder makes a blocking system call:
 every socket read and write, every log line, every poll of an event loop. With a
 dozen request threads waiting for it, each of those is a futex wake and two
 context switches, and a request's work is cut into slices interleaved with the
-others'. Measured with the benchmark at 16 connections (README, Performance):
-taking turns instead roughly doubled the requests per second and cut the p99
-several-fold at the same CPU time per request.
+others'. Measured with strace under the benchmark's load (16 connections, 2
+workers): about 26 futex calls per request with free-for-all threads, 12 with
+turns; the SDK's own asyncio server makes none.
 
 A request takes the slot once it has been read and gives it back once its answer
 and log lines are written. It also gives it back whenever it waits: the bridge's
 event loop has nothing to run (a tool awaiting I/O or a timer, a stream waiting
-for its next event), or a stateful request waits for the loop thread. A request
-that blocks where nobody can see it (a sync tool calling a slow service, a slow
-client) holds the others back only briefly: a thread that has waited
-``patience`` seconds while the same request held the slot all along goes ahead
-without it, exactly as it would have run with no slot at all.
+for its next event), or a stateful request waits for the loop thread. Waiting for
+a turn is a plain blocking lock acquisition: no polling, no wake-ups.
+
+A request that blocks where nobody can see it (a sync tool calling a slow
+service, a slow client) must not hold the others back: the worker's main thread
+calls :meth:`RunSlot.overtake` every ``patience`` seconds, and a turn that has
+lasted longer is overtaken, the slot passes to the next request, and the one
+that was overtaken goes on without a slot, as every request would without turns.
 
 Only the connection worker has a slot (:func:`install`); elsewhere (gthread,
 uWSGI, ``flask run``) :func:`released` does nothing.
@@ -25,44 +28,61 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
-PATIENCE = 0.010
+PATIENCE = 0.020
+NOT_STARTED = float("inf")  # no turn has started: nothing to overtake
 
 
 class RunSlot:
-    """A lock with a turn counter, taken by request threads around their work."""
+    """A lock taken by request threads around their work, that a watchdog may pass on."""
 
     def __init__(self, patience: float = PATIENCE) -> None:
         self.patience = patience
-        self._lock = threading.Lock()
-        self._turn = 0  # counts the takes, so a waiter can tell whether the slot has changed hands
+        self._lock = threading.Lock()  # held by the current turn; any thread may release a Lock
+        self._books = threading.Lock()  # guards the turn bookkeeping, never held while blocking
+        self._turn = 0
+        self._started = NOT_STARTED
         self._holding = threading.local()
-        self.overflows = 0  # times a thread went ahead without the slot
+        self.overtaken = 0  # turns passed on by the watchdog
 
     def held(self) -> bool:
-        return getattr(self._holding, "slot", False)
+        """Whether the calling thread has the current turn."""
+        return getattr(self._holding, "turn", None) == self._turn and self._lock.locked()
 
-    def acquire(self) -> bool:
-        """Take the slot; False when its holder has kept it ``patience`` seconds and this thread goes ahead."""
-        lock = self._lock
-        if not lock.acquire(False):
-            while True:
-                turn = self._turn
-                if lock.acquire(timeout=self.patience):
-                    break
-                if self._turn == turn:
-                    self.overflows += 1
-                    return False
-        self._turn += 1
-        self._holding.slot = True
-        return True
+    def acquire(self) -> None:
+        """Wait for this thread's turn."""
+        self._lock.acquire()
+        with self._books:
+            self._turn += 1
+            self._started = time.monotonic()
+            self._holding.turn = self._turn
 
     def release(self) -> None:
-        """Give the slot back, if this thread holds it."""
-        if self.held():
-            self._holding.slot = False
+        """End this thread's turn, unless it was overtaken (the slot is someone else's then)."""
+        with self._books:
+            if getattr(self._holding, "turn", None) != self._turn or not self._lock.locked():
+                self._holding.turn = None
+                return
+            self._holding.turn = None
+            self._turn += 1  # no one's turn until the next acquire
+            self._started = NOT_STARTED
             self._lock.release()
+
+    def overtake(self, now: float | None = None) -> bool:
+        """Pass the slot on if the current turn has lasted ``patience`` seconds; True if it did."""
+        with self._books:
+            if (
+                not self._lock.locked()
+                or (now if now is not None else time.monotonic()) - self._started < self.patience
+            ):
+                return False
+            self._turn += 1  # the holder's release is now a no-op
+            self._started = NOT_STARTED
+            self.overtaken += 1
+            self._lock.release()
+            return True
 
 
 _installed: RunSlot | None = None
@@ -76,7 +96,7 @@ def install(slot: RunSlot | None) -> None:
 
 @contextlib.contextmanager
 def released() -> Iterator[None]:
-    """Give the calling thread's slot back while it waits; take it again afterwards."""
+    """Give the calling thread's turn back while it waits; wait for a new one afterwards."""
     slot = _installed
     if slot is None or not slot.held():
         yield

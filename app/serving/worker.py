@@ -116,11 +116,12 @@ class ConnectionWorker(base.Worker):
                         else:
                             selector.unregister(listener)
                     accepting = room
-                for key, _ in selector.select(self.heartbeat):
+                for key, _ in selector.select(self.slot.patience):
                     if key.data is None:
                         self._drain_wakeup_pipe()
                     else:
                         self._accept(key.data)
+                self.slot.overtake()
                 if not self.is_parent_alive():
                     break
         finally:
@@ -209,6 +210,7 @@ class ConnectionWorker(base.Worker):
                 for connection in connections:
                     if connection.idle:
                         connection.interrupt()
+            self.slot.overtake()
             time.sleep(DRAIN_POLL_INTERVAL)
         with self._lock:
             spare, self._spare_threads = self._spare_threads, 0
