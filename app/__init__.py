@@ -114,6 +114,8 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
 
     issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
+    # Development mode: the resource server refuses what its own authorization server revoked.
+    revoked = dev_issuer.revoked_access_tokens(app.instance_path) if issuer is not None else None
     state_secret = settings.state_secret or (issuer.state_secret if issuer is not None else None)
     policy = ScopePolicy()
     server = create_mcp_server(state_secret=state_secret)
@@ -138,7 +140,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             settings.resource_url,
         )
         cli.warn_if_served_elsewhere(settings, served)
-    verifier = _token_verifier(settings, issuer)
+    verifier = _token_verifier(settings, issuer, revoked)
     app.extensions["mcp_keys"] = verifier.key_stores
 
     errors.init_app(app)
@@ -175,7 +177,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
         authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
-        dev_issuer.init_app(app, issuer, settings, server, policy, replays)
+        dev_issuer.init_app(app, issuer, settings, server, policy, replays, revoked)
     init_bridge(app, server, settings)
     dev_resources: dict[str, dict[str, Any]] = {}
     if settings.dev:
@@ -222,8 +224,15 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     return app
 
 
-def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> TokenVerifier:
-    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured."""
+def _token_verifier(
+    settings: Settings,
+    issuer: dev_issuer.DevIssuer | None,
+    revoked: dev_issuer.RevokedAccessTokens | None = None,
+) -> TokenVerifier:
+    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
+
+    ``revoked``: the development issuer's revoked tokens, which its validator refuses.
+    """
     validators, stores = [], []
     for config in settings.issuers:
         source: KeySource = (
@@ -236,15 +245,18 @@ def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> 
             on_fetch=metrics.count_jwks_fetch,
         )
         stores.append(keys)
+        options = {
+            "issuer": config.issuer,
+            "audiences": config.audiences,
+            "keys": keys,
+            "profile": settings.token_profile,
+            "leeway": settings.clock_leeway,
+            "scope_claims": settings.scope_claims,
+        }
         validators.append(
-            JWTAccessTokenValidator(
-                issuer=config.issuer,
-                audiences=config.audiences,
-                keys=keys,
-                profile=settings.token_profile,
-                leeway=settings.clock_leeway,
-                scope_claims=settings.scope_claims,
-            )
+            dev_issuer.RevokingValidator(revoked=revoked, **options)
+            if revoked is not None
+            else JWTAccessTokenValidator(**options)  # type: ignore[arg-type]
         )
     introspection = None
     if settings.introspection_url:
