@@ -4,7 +4,8 @@ https://www.rfc-editor.org/rfc/rfc7662
 
 Used when MCP_INTROSPECTION_URL is set and a token is not a JWT. The server
 authenticates to the introspection endpoint with its own client credentials
-(``client_secret_basic``, RFC 6749 section 2.3.1). Answers are cached by the
+(``client_secret_basic``, RFC 6749 section 2.3.1) and follows no redirect
+(:mod:`app.auth.outbound`). Answers are cached by the
 token's SHA-256: an active token until its ``exp`` (never longer than the
 cache's own bound), an inactive one briefly, so a flood of the same bad token
 does not become a flood of introspection calls. The endpoint being down means
@@ -28,6 +29,7 @@ from typing import Any
 from app.auth.challenges import InvalidToken
 from app.auth.challenges import KeysUnavailable
 from app.auth.jwt_access_token import normalize_audience
+from app.auth.outbound import open_url
 from app.auth.principal import DEFAULT_SCOPE_CLAIMS
 from app.auth.principal import Principal
 
@@ -112,8 +114,7 @@ class TokenIntrospection:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-                data = response.read(MAX_RESPONSE_BYTES + 1)
+            data = open_url(request, TIMEOUT, MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             error.close()
             logger.error("token introspection answered HTTP %s", error.code)

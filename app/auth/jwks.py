@@ -31,6 +31,8 @@ from joserfc.jwk import JWKRegistry
 from joserfc.jwk import Key
 
 from app.auth.challenges import KeysUnavailable
+from app.auth.outbound import close_quietly
+from app.auth.outbound import open_url
 from app.settings import is_loopback_host
 
 logger = logging.getLogger(__name__)
@@ -52,17 +54,20 @@ class KeySource(Protocol):
 
 
 def fetch_json(url: str) -> dict[str, Any]:
-    """GET a small JSON object, with a timeout and a size limit, over https (http only on loopback)."""
+    """GET a small JSON object, with a timeout and a size limit, over https (http only on loopback).
+
+    A redirect is followed only within the URL's origin: the document that names
+    an issuer's keys must come from where its URL says.
+    """
     parts = urlsplit(url)
     if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
         raise KeyFetchError(f"refusing to fetch {url!r}: not an https URL")
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
     try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (scheme checked)
-            data = response.read(MAX_DOCUMENT_BYTES + 1)
+        # Redirects are followed only within the URL's origin (app.auth.outbound).
+        data = open_url(request, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES + 1)
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        if isinstance(exc, urllib.error.HTTPError):
-            exc.close()
+        close_quietly(exc)
         raise KeyFetchError(f"GET {url} failed: {exc}") from None
     if len(data) > MAX_DOCUMENT_BYTES:
         raise KeyFetchError(f"GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
