@@ -176,6 +176,8 @@ class KeyStore:
         self._clock = clock
         self._on_fetch = on_fetch
         self._keys: dict[str | None, Key] = {}
+        #: Changes whenever the set of keys changes, so that caches of what they verified can notice.
+        self.generation = 0
         self._loaded_at: float | None = None
         self._last_attempt: float | None = None
         self._last_ok = False
@@ -211,6 +213,15 @@ class KeyStore:
         if key is None:
             raise LookupError(kid)
         return key
+
+    def current(self, kid: str | None) -> Key | None:
+        """The key serving ``kid`` now, without fetching; None once it left the set."""
+        return self._lookup(kid)
+
+    def check_ttl(self) -> None:
+        """Refresh the keys if their TTL ran out (for callers that reuse earlier verdicts instead of calling find)."""
+        if self._loaded_at is not None and self._clock() - self._loaded_at >= self._ttl:
+            self._refresh("ttl")
 
     def _lookup(self, kid: str | None) -> Key | None:
         if kid is None:
@@ -257,6 +268,13 @@ class KeyStore:
                     "keeping the cached keys" if self._keys else "no keys are loaded",
                 )
                 return False
+            # A key that stayed (same kid, same material) keeps its object: what it verified stays verified.
+            for kid, key in keys.items():
+                old = self._keys.get(kid)
+                if old is not None and old.as_dict(private=False) == key.as_dict(private=False):
+                    keys[kid] = old
+            if keys != self._keys:
+                self.generation += 1
             self._keys = keys
             self._loaded_at = now
             self._last_ok = True
