@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -140,7 +141,11 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             settings.resource_url,
         )
         cli.warn_if_served_elsewhere(settings, served)
-    verifier = _token_verifier(settings, issuer, revoked)
+    limits = rate_limits.RateLimits.from_settings(settings)
+    if limits is not None:
+        app.extensions["mcp_rate_limits"] = limits
+    # The failed-credentials limit is asked before any call to the authorization server a token would cause.
+    verifier = _token_verifier(settings, issuer, limits.check_outbound if limits is not None else None, revoked)
     app.extensions["mcp_keys"] = verifier.key_stores
 
     errors.init_app(app)
@@ -148,9 +153,6 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     if settings.metrics:
         metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
-    limits = rate_limits.RateLimits.from_settings(settings)
-    if limits is not None:
-        app.extensions["mcp_rate_limits"] = limits
     # RFC 9449: DPoP proofs' jti values are remembered where the rate limits count (one Redis for all).
     replays = dpop.replay_cache(settings.rate_limit_storage)
     resource_dpop = dpop.ProtectedResourceDPoP.from_settings(settings, replays, state_secret)
@@ -227,11 +229,14 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
 def _token_verifier(
     settings: Settings,
     issuer: dev_issuer.DevIssuer | None,
+    before_outbound: Callable[[], None] | None = None,
     revoked: dev_issuer.RevokedAccessTokens | None = None,
 ) -> TokenVerifier:
     """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
 
-    ``revoked``: the development issuer's revoked tokens, which its validator refuses.
+    ``before_outbound`` runs before a call to an authorization server that a request's token causes (an
+    introspection, a key fetch for an unknown ``kid``) and may refuse it by raising. ``revoked``: the
+    development issuer's revoked tokens, which its validator refuses.
     """
     validators, stores = [], []
     for config in settings.issuers:
@@ -243,6 +248,7 @@ def _token_verifier(
             ttl=settings.jwks_ttl,
             refetch_cooldown=settings.jwks_refetch_cooldown,
             on_fetch=metrics.count_jwks_fetch,
+            before_refetch=before_outbound,
         )
         stores.append(keys)
         options = {
@@ -270,6 +276,7 @@ def _token_verifier(
             leeway=settings.clock_leeway,
             scope_claims=settings.scope_claims,
             retry_after=settings.jwks_refetch_cooldown,
+            before_call=before_outbound,
         )
     return TokenVerifier(validators, keys=stores, introspection=introspection)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,55 @@ def test_refused_credentials_are_counted_per_address(issuer: MockIssuer, tmp_pat
     # A valid token from the same address still works; another address may still fail normally.
     assert post(app, issuer.mint(RESOURCE)).status_code == 200
     assert post(app, "guess", address="10.0.0.2").status_code == 401
+    stop_worker(app)
+
+
+def test_opaque_tokens_past_the_limit_are_never_introspected(issuer: MockIssuer, tmp_path: Path) -> None:
+    """The limit is asked before the call to the authorization server, not after its answer."""
+    client_id, secret = issuer.introspection_client
+    app = limited_app(
+        issuer,
+        tmp_path,
+        MCP_RATE_LIMIT_FAILED_AUTH="5/minute",
+        MCP_INTROSPECTION_URL=issuer.introspection_url,
+        MCP_INTROSPECTION_CLIENT_ID=client_id,
+        MCP_INTROSPECTION_CLIENT_SECRET=secret,
+    )
+    before = issuer.introspections()
+    statuses = [post(app, f"random-opaque-{n}").status_code for n in range(50)]
+    assert statuses == [401] * 5 + [429] * 45
+    assert issuer.introspections() == before + 5
+    # A known valid opaque token is judged from the cache without a call, so it is never held back.
+    issuer.opaque_tokens["known-good"] = {
+        "active": True,
+        "iss": issuer.issuer,
+        "sub": "opaque-user",
+        "aud": RESOURCE,
+        "exp": int(time.time()) + 600,
+    }
+    assert post(app, "known-good", address="10.0.0.9").status_code == 200
+    assert post(app, "known-good").status_code == 200
+    assert issuer.introspections() == before + 6
+    # JWTs are verified locally and still pass.
+    assert post(app, issuer.mint(RESOURCE)).status_code == 200
+    stop_worker(app)
+    issuer.opaque_tokens.clear()
+
+
+def test_an_unknown_kid_past_the_limit_fetches_no_keys(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT_FAILED_AUTH="2/minute", MCP_JWKS_REFETCH_COOLDOWN="1")
+    assert post(app, issuer.mint(RESOURCE)).status_code == 200  # the keys are loaded
+    assert [post(app, "guess").status_code for _ in range(2)] == [401, 401]
+    time.sleep(1.1)  # past the refetch cooldown: a token with an unknown kid would now cause a fetch
+    fetches = issuer.key_fetches()
+    refused = post(app, issuer.mint(RESOURCE, header={"kid": "never-published"}))
+    assert refused.status_code == 429
+    assert refused.get_json()["error_description"] == "Too many refused credentials from this address; retry later"
+    assert issuer.key_fetches() == fetches
+    # From another address the same token costs one fetch and its answer.
+    other = post(app, issuer.mint(RESOURCE, header={"kid": "never-published"}), address="10.0.0.2")
+    assert other.status_code == 401
+    assert issuer.key_fetches() == fetches + 1
     stop_worker(app)
 
 

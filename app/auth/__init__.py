@@ -41,6 +41,7 @@ from app.auth.token_verification import TokenVerifier
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
 from app.rate_limits import RateLimits
+from app.rate_limits import TooManyRefusals
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class BearerAuthentication:
             if endpoint == self.mcp_endpoint:
                 ctx.mcp_user = self._sdk_user(principal, token)
                 self._check_scopes(principal)
+        except TooManyRefusals as refused:
+            # The token needed the authorization server's word, and this address is past its limit.
+            return refused.response
         except BearerError as error:
             ctx.auth_error = error
             self._log_refusal(error)

@@ -9,7 +9,9 @@ authenticates to the introspection endpoint with its own client credentials
 active token until its ``exp`` (never longer than the cache's own bound); a
 refused one briefly, in a cache of its own, so a flood of the same bad token
 does not become a flood of introspection calls and a flood of different junk
-tokens cannot push a real user's answer out. The endpoint being down
+tokens cannot push a real user's answer out. Before a call is made, the
+failed-credentials limit is asked (``before_call``): a client past it gets 429
+without the authorization server hearing of its token. The endpoint being down
 means the token can be neither accepted nor refused: 503, never a guess.
 
 An answer is accepted only when it describes an access token issued for this
@@ -80,7 +82,9 @@ class TokenIntrospection:
         scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS,
         retry_after: int = 30,
         clock: Callable[[], float] = time.time,
+        before_call: Callable[[], None] | None = None,
     ) -> None:
+        """``before_call`` runs before each call to the endpoint and may refuse it by raising."""
         self.url = url
         self._authorization = client_secret_basic(client_id, client_secret)
         self._issuers = tuple(issuers)
@@ -89,6 +93,7 @@ class TokenIntrospection:
         self._scope_claims = scope_claims
         self._retry_after = retry_after
         self._clock = clock
+        self._before_call = before_call
         # digest -> (principal, cache entry expiry): accepted tokens only.
         self._answers: dict[bytes, tuple[Principal, float]] = {}
         # digest -> (why it was refused, cache entry expiry): bounded on its own, so junk never evicts the above.
@@ -104,6 +109,8 @@ class TokenIntrospection:
         refused = self._refused.get(digest)
         if refused is not None and refused[1] > now:
             raise InvalidToken(refused[0])
+        if self._before_call is not None:
+            self._before_call()
         answer = self._introspect(token)
         try:
             principal = self._principal(answer, now)

@@ -169,12 +169,16 @@ class KeyStore:
         refetch_cooldown: float = 30,
         clock: Callable[[], float] = time.monotonic,
         on_fetch: Callable[[str], None] | None = None,
+        before_refetch: Callable[[], None] | None = None,
     ) -> None:
+        """``before_refetch`` runs before a fetch caused by a token's unknown ``kid`` (a request's doing,
+        unlike the first load and TTL refreshes) and may refuse it by raising (the failed-credentials limit)."""
         self._source = source
         self._ttl = ttl
         self._cooldown = refetch_cooldown
         self._clock = clock
         self._on_fetch = on_fetch
+        self._before_refetch = before_refetch
         self._keys: dict[str | None, Key] = {}
         #: Changes whenever the set of keys changes, so that caches of what they verified can notice.
         self.generation = 0
@@ -252,6 +256,8 @@ class KeyStore:
         try:
             if self._within_cooldown():
                 return False
+            if reason == "unknown kid" and self._before_refetch is not None:
+                self._before_refetch()  # may raise: the caller is not let to cause a fetch
             now = self._clock()
             self._last_attempt = now
             self.fetch_count += 1
