@@ -52,6 +52,11 @@ DEFAULT_DPOP_ALGORITHMS = (
     "EdDSA",
 )
 DEFAULT_DPOP_PROOF_WINDOW = 60
+# Per-caller caps (app/principal_caps.py), sized for a 2-worker VM; the README (Security) says why.
+DEFAULT_CAP_IN_FLIGHT = 32
+DEFAULT_CAP_STREAMS = 8
+DEFAULT_CAP_SESSIONS = 64
+DEFAULT_STREAM_LIFETIME = 1800
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,13 @@ class Settings:
     dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
     dpop_proof_window: int = DEFAULT_DPOP_PROOF_WINDOW
     dpop_nonce: bool = False
+    # Per verified caller (issuer + subject); None: that cap is off. Counted per worker with memory://,
+    # across workers with MCP_RATE_LIMIT_STORAGE=redis://.
+    cap_in_flight: int | None = DEFAULT_CAP_IN_FLIGHT
+    cap_streams: int | None = DEFAULT_CAP_STREAMS
+    cap_sessions: int | None = DEFAULT_CAP_SESSIONS
+    # Seconds a standalone GET stream (stateful mode) stays open before it is ended; None: no limit.
+    stream_lifetime: int | None = DEFAULT_STREAM_LIFETIME
 
     @property
     def issuer(self) -> str:
@@ -298,6 +310,10 @@ class Settings:
                 env, "MCP_DPOP_PROOF_WINDOW", default=DEFAULT_DPOP_PROOF_WINDOW, minimum=5, maximum=600
             ),
             dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
+            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", DEFAULT_CAP_IN_FLIGHT),
+            cap_streams=_cap(env, "MCP_CAP_STREAMS", DEFAULT_CAP_STREAMS),
+            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", DEFAULT_CAP_SESSIONS),
+            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
         )
 
 
@@ -550,6 +566,16 @@ def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_of
     if not items:
         raise SettingsError(variable, f"{value!r} is not a rate limit like '120/minute;2000/hour'")
     return value
+
+
+def _cap(env: Mapping[str, str], variable: str, default: int, *, maximum: int = 100_000) -> int | None:
+    """A per-caller cap: a whole number, or ``off`` for none."""
+    if env.get(variable, "").strip().lower() == "off":
+        return None
+    try:
+        return _integer(env, variable, default=default, minimum=1, maximum=maximum)
+    except SettingsError as error:
+        raise SettingsError(variable, f"{error.problem} (or off)") from None
 
 
 def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
