@@ -23,6 +23,8 @@ report progress or log, always take the configured path.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -79,16 +81,26 @@ class PassThroughResponse(Response):
 class MCPBridge:
     """Per-process state of the endpoint: where the SDK's handler runs."""
 
-    def __init__(self, server: MCPServer, settings: Settings) -> None:
+    def __init__(
+        self,
+        server: MCPServer,
+        settings: Settings,
+        *,
+        session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
+    ) -> None:
+        """``session_manager`` builds the stateful mode's manager (the SDK's class by default)."""
         self.server = server
         self.endpoint_path = settings.endpoint_path
         self.stateful = settings.stateful
+        # Stateful: a standalone GET stream is ended (cleanly; the client reconnects) after this many seconds.
+        self.stream_lifetime = settings.stream_lifetime if settings.stateful else None
         json_response = settings.json_response
         # Stateful sessions live in one manager; with MCP_JSON_RESPONSE every answer is JSON already.
         self.single_answer_path = not self.stateful and not json_response
+        build = session_manager if self.stateful and session_manager is not None else StreamableHTTPSessionManager
 
         def manager(*, json: bool) -> StreamableHTTPSessionManager:
-            return StreamableHTTPSessionManager(
+            return build(
                 app=server._lowlevel_server,
                 stateless=not self.stateful,
                 json_response=json,
@@ -172,9 +184,13 @@ class MCPBridge:
                 return _as_jsonrpc_error(start["status"], chunk)
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
         exchange.watch_client(client_socket(request.environ))
+        deadline = None
+        if self.stream_lifetime is not None and request.method == "GET":
+            deadline = time.monotonic() + self.stream_lifetime
         # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
-        # response's call_on_close callbacks (audit, metrics) once the stream has ended.
-        return PassThroughResponse(StreamingBody(exchange, chunk), status=start["status"], headers=headers)
+        # response's call_on_close callbacks (audit, metrics, caps) once the stream has ended.
+        body = StreamingBody(exchange, chunk, deadline=deadline)
+        return PassThroughResponse(body, status=start["status"], headers=headers)
 
 
 class _AcceptHeader:
@@ -218,8 +234,14 @@ def _as_jsonrpc_error(status: int, body: bytes) -> Response:
     return PassThroughResponse(json.dumps(error).encode(), status=status, content_type="application/json")
 
 
-def init_app(app: Flask, server: MCPServer, settings: Settings) -> MCPBridge:
-    bridge = MCPBridge(server, settings)
+def init_app(
+    app: Flask,
+    server: MCPServer,
+    settings: Settings,
+    *,
+    session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
+) -> MCPBridge:
+    bridge = MCPBridge(server, settings, session_manager=session_manager)
     app.extensions[EXTENSION_KEY] = bridge
     path = settings.endpoint_path
     rules = [path] if path == "/" else [path, path + "/"]
