@@ -23,6 +23,7 @@ from app import dev_issuer
 from app import errors
 from app import health
 from app import metrics
+from app import principal_caps
 from app import protected_resource
 from app import rate_limits
 from app import tool_providers
@@ -153,6 +154,9 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     if settings.metrics:
         metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
+    caps = principal_caps.PrincipalCaps.from_settings(settings, on_refusal=metrics.count_cap_refusal)
+    if caps is not None:
+        principal_caps.init_app(app, caps)
     # RFC 9449: DPoP proofs' jti values are remembered where the rate limits count (one Redis for all).
     replays = dpop.replay_cache(settings.rate_limit_storage)
     resource_dpop = dpop.ProtectedResourceDPoP.from_settings(settings, replays, state_secret)
@@ -170,6 +174,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             resource_url=settings.resource_url,
             dpop=resource_dpop,
             limits=limits,
+            caps=caps,
             on_refusal=metrics.count_auth_failure,
         ),
     )
@@ -180,7 +185,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
         dev_issuer.init_app(app, issuer, settings, server, policy, replays, revoked)
-    init_bridge(app, server, settings)
+    init_bridge(app, server, settings, session_manager=caps.session_manager_factory() if caps else None)
     dev_resources: dict[str, dict[str, Any]] = {}
     if settings.dev:
         # Browser-based clients on this machine (MCP Inspector) register and redeem codes with fetch().

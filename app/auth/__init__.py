@@ -40,6 +40,7 @@ from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
+from app.principal_caps import PrincipalCaps
 from app.rate_limits import RateLimits
 from app.rate_limits import TooManyRefusals
 
@@ -68,17 +69,20 @@ class BearerAuthentication:
         resource_url: str,
         dpop: ProtectedResourceDPoP | None = None,
         limits: RateLimits | None = None,
+        caps: PrincipalCaps | None = None,
         mcp_endpoint: str = "mcp",
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
-        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only)."""
+        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what one
+        caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
         self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
         self.scopes = scopes
         self.resource_url = resource_url
         self.limits = limits
+        self.caps = caps
         self.mcp_endpoint = mcp_endpoint
         self.dpop = dpop or ProtectedResourceDPoP()
         self._public: dict[str | None, bool] = {}
@@ -110,6 +114,9 @@ class BearerAuthentication:
             if endpoint == self.mcp_endpoint:
                 ctx.mcp_user = self._sdk_user(principal, token)
                 self._check_scopes(principal)
+                # Last: a request refused above holds nothing.
+                if self.caps is not None and (over := self.caps.admit(ctx, principal, req.method, environ)):
+                    return over
         except TooManyRefusals as refused:
             # The token needed the authorization server's word, and this address is past its limit.
             return refused.response
