@@ -141,6 +141,7 @@ class Settings:
     cap_sessions: int | None = DEFAULT_CAP_SESSIONS
     # Seconds a standalone GET stream (stateful mode) stays open before it is ended; None: no limit.
     stream_lifetime: int | None = DEFAULT_STREAM_LIFETIME
+    dev_allow_remote: bool = False
 
     @property
     def issuer(self) -> str:
@@ -314,6 +315,7 @@ class Settings:
             cap_streams=_cap(env, "MCP_CAP_STREAMS", DEFAULT_CAP_STREAMS),
             cap_sessions=_cap(env, "MCP_CAP_SESSIONS", DEFAULT_CAP_SESSIONS),
             stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
+            dev_allow_remote=_dev_allow_remote(env, dev),
         )
 
 
@@ -576,6 +578,13 @@ def _cap(env: Mapping[str, str], variable: str, default: int, *, maximum: int = 
         return _integer(env, variable, default=default, minimum=1, maximum=maximum)
     except SettingsError as error:
         raise SettingsError(variable, f"{error.problem} (or off)") from None
+
+
+def _dev_allow_remote(env: Mapping[str, str], dev: bool) -> bool:
+    allowed = _boolean(env, "MCP_DEV_ALLOW_REMOTE")
+    if allowed and not dev:
+        raise SettingsError("MCP_DEV_ALLOW_REMOTE", "only applies to development mode (MCP_DEV=1)")
+    return allowed
 
 
 def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
