@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             limits=limits,
             caps=caps,
             on_refusal=metrics.count_auth_failure,
+            trusted_proxies=settings.trusted_proxies,
         ),
     )
     dpop.init_app(app, resource_dpop)

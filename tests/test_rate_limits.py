@@ -181,3 +181,57 @@ def test_memory_counters_start_no_timer_thread_and_still_expire(monkeypatch: pyt
     # bob's counter is not read again: the sweep drops it
     assert not any(key.endswith("/bob") for key in storage.storage)
     assert storage.get(three.key_for("alice")) == 1
+
+
+PROXY_WARNING = (
+    "requests arrive through a proxy (they carry X-Forwarded-For or Forwarded) but MCP_TRUSTED_PROXIES is 0: every "
+    "client then shares the proxy's address 127.0.0.1, and with it one failed-credentials limit "
+    "(MCP_RATE_LIMIT_FAILED_AUTH). Behind the shipped nginx site set MCP_TRUSTED_PROXIES=1"
+)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "app.auth"]
+
+
+def test_a_proxy_the_server_does_not_trust_is_named_once(
+    issuer: MockIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = limited_app(issuer, tmp_path)
+    client = app.test_client()
+    forwarded = {**request_headers("tools/list"), "X-Forwarded-For": "198.51.100.7"}
+    caplog.set_level("WARNING", logger="app.auth")
+    assert client.post("/mcp", headers=request_headers("tools/list"), json=LIST).status_code == 401
+    assert warnings_of(caplog) == []  # a direct request says nothing about proxies
+    for _ in range(3):
+        assert client.post("/mcp", headers=forwarded, json=LIST).status_code == 401
+    assert warnings_of(caplog) == [PROXY_WARNING]
+    stop_worker(app)
+
+
+def test_a_trusted_proxy_is_not_warned_about(
+    issuer: MockIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = limited_app(issuer, tmp_path, MCP_TRUSTED_PROXIES="1")
+    caplog.set_level("WARNING", logger="app.auth")
+    forwarded = {**request_headers("tools/list"), "X-Forwarded-For": "198.51.100.7"}
+    assert app.test_client().post("/mcp", headers=forwarded, json=LIST).status_code == 401
+    assert warnings_of(caplog) == []
+    stop_worker(app)
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_failed_credentials_bucket(
+    issuer: MockIssuer, tmp_path: Path
+) -> None:
+    app = limited_app(issuer, tmp_path, MCP_TRUSTED_PROXIES="1", MCP_RATE_LIMIT_FAILED_AUTH="2/minute")
+    client = app.test_client()
+
+    def via_proxy(client_address: str) -> int:
+        headers = {**request_headers("tools/list", token="guess"), "X-Forwarded-For": client_address}
+        response = client.post("/mcp", headers=headers, json=LIST, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        response.close()
+        return response.status_code
+
+    assert [via_proxy("198.51.100.7") for _ in range(3)] == [401, 401, 429]
+    assert via_proxy("203.0.113.20") == 401  # another client behind the same proxy is not held back
+    stop_worker(app)
