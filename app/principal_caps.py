@@ -24,7 +24,7 @@ given back when the WSGI server closes the response (Werkzeug's
 ``call_on_close``), the way a stream's end is noticed.
 
 Where the counts live follows ``MCP_RATE_LIMIT_STORAGE``: ``memory://`` counts
-per worker process (one lock and one dictionary operation each way);
+per worker process (a dictionary lookup, a deque append and a pop: no lock);
 ``redis://`` counts across every worker and instance, one script call on the way
 in and one on the way out, each counter expiring an hour after it was created
 so that a worker that died holding counts cannot lock its callers out for
@@ -39,6 +39,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -68,6 +69,7 @@ HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 DEFAULT_VERSION = "2025-03-26"
 RELEASE_KEY = "mcp_caps_release"
 REDIS_COUNTER_TTL = 3600
+PLAIN_CACHE_SIZE = 4096
 LOG_INTERVAL = 60.0
 
 # What a refusal says, per cap: the variable that sets it, what is held, and when to try again.
@@ -92,35 +94,68 @@ def refusal(cap: str, limit: int) -> Response:
 
 
 class MemoryCounters:
-    """Counts per worker process: one lock, so no increment is ever lost between request threads."""
+    """Counts per worker process, without a lock: one deque per caller and cap, one entry per request held.
+
+    ``deque.append`` and ``deque.pop`` are atomic in CPython, so every place taken
+    is given back exactly once and no count can drift, however the request threads
+    interleave; two requests racing for the last place may both be refused, never
+    both admitted past the cap. A request costs an append, a length and a pop.
+    """
+
+    SWEEP_AT = 10_000  # callers remembered before the idle ones are forgotten
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, Key], int] = {}
-        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, Key], deque[None]] = {}
+        self.on_sweep: Callable[[], None] | None = None
+
+    def slot(self, cap: str, key: Key) -> deque[None]:
+        slot = self._slots.get((cap, key))
+        if slot is None:
+            if len(self._slots) >= self.SWEEP_AT:
+                self._sweep()
+            slot = self._slots.setdefault((cap, key), deque())
+        return slot
+
+    @staticmethod
+    def take(slot: deque[None], limit: int) -> bool:
+        slot.append(None)
+        if len(slot) > limit:
+            slot.pop()
+            return False
+        return True
 
     def acquire(self, wanted: tuple[tuple[str, Key, int], ...]) -> str | None:
         """Count one more of each ``(cap, key, limit)``; none at all, and the cap's name, if one is full."""
-        counts = self._counts
-        with self._lock:
-            for cap, key, limit in wanted:
-                if counts.get((cap, key), 0) >= limit:
-                    return cap
-            for cap, key, _ in wanted:
-                counts[(cap, key)] = counts.get((cap, key), 0) + 1
+        taken = []
+        for cap, key, limit in wanted:
+            slot = self.slot(cap, key)
+            if not self.take(slot, limit):
+                for other in taken:
+                    other.pop()
+                return cap
+            taken.append(slot)
         return None
 
     def release(self, wanted: tuple[tuple[str, Key, int], ...]) -> None:
-        counts = self._counts
-        with self._lock:
-            for cap, key, _ in wanted:
-                left = counts.get((cap, key), 0) - 1
-                if left > 0:
-                    counts[(cap, key)] = left
-                else:
-                    counts.pop((cap, key), None)
+        for cap, key, _ in wanted:
+            slot = self._slots.get((cap, key))
+            if slot:
+                slot.pop()
 
     def held(self, cap: str, key: Key) -> int:
-        return self._counts.get((cap, key), 0)
+        slot = self._slots.get((cap, key))
+        return len(slot) if slot is not None else 0
+
+    def in_use(self) -> dict[tuple[str, Key], int]:
+        """Every count that is not zero (for tests and debugging)."""
+        return {name: len(slot) for name, slot in list(self._slots.items()) if slot}
+
+    def _sweep(self) -> None:
+        for name, slot in list(self._slots.items()):
+            if not slot:
+                self._slots.pop(name, None)
+        if self.on_sweep is not None:
+            self.on_sweep()
 
 
 # KEYS: the counters; ARGV: their limits, then the counters' time to live. Returns 0, or which one was full.
@@ -287,8 +322,11 @@ class PrincipalCaps:
         )
         self._on_refusal = on_refusal
         self._last_log: dict[str, float] = {}
-        # The common request (a POST that is neither a stream nor a session's start): precomputed.
-        self._plain = self.in_flight is not None
+        # The common request (neither a stream nor a session's start) in memory mode: per verified principal
+        # (the verifier hands out the same object for the same token), its slot and the slot's pop, made once.
+        self._plain: dict[int, tuple[Principal, deque[None], Callable[[], Any]]] = {}
+        if isinstance(self.counters, MemoryCounters):
+            self.counters.on_sweep = self._plain.clear
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> PrincipalCaps | None:
@@ -319,13 +357,26 @@ class PrincipalCaps:
             and any(call.method == "initialize" for call in calls)
         )
         if not stream and not opens_session:
-            if not self._plain:
+            limit = self.in_flight
+            if limit is None:
                 return None
-            wanted: tuple[tuple[str, Key, int], ...] = (("in_flight", key, self.in_flight),)  # type: ignore[assignment]
-            full = self.counters.acquire(wanted)
+            counters = self.counters
+            if isinstance(counters, MemoryCounters):
+                plain = self._plain.get(id(principal))
+                if plain is None or plain[0] is not principal:
+                    plain = self._plain_slot(principal, counters, limit)
+                slot = plain[1]
+                slot.append(None)
+                if len(slot) > limit:
+                    slot.pop()
+                    return self._refuse("in_flight", principal)
+                ctx.__dict__[RELEASE_KEY] = plain[2]
+                return None
+            wanted: tuple[tuple[str, Key, int], ...] = (("in_flight", key, limit),)
+            full = counters.acquire(wanted)
             if full is not None:
                 return self._refuse(full, principal)
-            ctx.__dict__[RELEASE_KEY] = partial(self.counters.release, wanted)
+            ctx.__dict__[RELEASE_KEY] = partial(counters.release, wanted)
             return None
         caps = []
         if self.in_flight is not None:
@@ -343,6 +394,16 @@ class PrincipalCaps:
                 return self._refuse("sessions", principal)
         ctx.__dict__[RELEASE_KEY] = partial(self._release, wanted, key if opens_session else None)
         return None
+
+    def _plain_slot(
+        self, principal: Principal, counters: MemoryCounters, limit: int
+    ) -> tuple[Principal, deque[None], Callable[[], Any]]:
+        slot = counters.slot("in_flight", principal.key)
+        if len(self._plain) >= PLAIN_CACHE_SIZE:
+            self._plain.clear()
+        # The principal is kept alive with its entry, so its id cannot be reused while the entry exists.
+        entry = self._plain[id(principal)] = (principal, slot, slot.pop)
+        return entry
 
     def _release(self, wanted: tuple[tuple[str, Key, int], ...], reserved: Key | None) -> None:
         if wanted:

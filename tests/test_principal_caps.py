@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,14 @@ class TestInFlight:
         bad.close()
         assert statuses == [200] * 5
         assert (step_up.status_code, bad.status_code) == (403, 400)
-        assert app.extensions["mcp_caps"].counters._counts == {}
+        assert app.extensions["mcp_caps"].counters.in_use() == {}
 
     def test_unauthenticated_requests_hold_nothing(self, issuer: MockIssuer, tmp_path: Path, apps: list[Flask]) -> None:
         app = make_app(issuer, tmp_path, MCP_CAP_IN_FLIGHT="1", MCP_RATE_LIMIT="off")
         apps.append(app)
         client = app.test_client()
         assert [quick_call(client, "junk").status_code for _ in range(3)] == [401] * 3
-        assert app.extensions["mcp_caps"].counters._counts == {}
+        assert app.extensions["mcp_caps"].counters.in_use() == {}
 
     def test_off(self, issuer: MockIssuer, tmp_path: Path, apps: list[Flask]) -> None:
         app = make_app(issuer, tmp_path, MCP_CAP_IN_FLIGHT="off", MCP_CAP_STREAMS="off", MCP_CAP_SESSIONS="off")
@@ -161,7 +162,7 @@ class TestStreams:
         again = client.post("/mcp", headers=headers, json=LISTEN, buffered=False)
         assert again.status_code == 200
         again.close()
-        assert app.extensions["mcp_caps"].counters._counts == {}
+        assert app.extensions["mcp_caps"].counters.in_use() == {}
 
 
 def initialize(client: Any, token: str) -> TestResponse:
@@ -276,7 +277,27 @@ class TestUnits:
         assert counters.acquire(both) == "streams"
         assert (counters.held("in_flight", key), counters.held("streams", key)) == (1, 1)
         counters.release(both)
-        assert counters._counts == {}
+        assert counters.in_use() == {}
+
+    def test_memory_counters_never_drift_under_concurrent_threads(self) -> None:
+        counters = MemoryCounters()
+        key = ("https://issuer", "alice")
+        wanted = (("in_flight", key, 4),)
+        seen: list[int] = []
+
+        def hammer() -> None:
+            for _ in range(2000):
+                if counters.acquire(wanted) is None:
+                    seen.append(counters.held("in_flight", key))
+                    counters.release(wanted)
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen and max(seen) <= 4
+        assert counters.in_use() == {}
 
     def test_session_ledger_counts_reservations_and_sessions(self) -> None:
         ledger = SessionLedger(2)
