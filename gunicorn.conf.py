@@ -166,13 +166,18 @@ def _warn_if_behind_an_untrusted_proxy(server, settings):  # type: ignore[no-unt
         not isinstance(address, tuple) or is_loopback_host(str(address[0])) for address in server.cfg.address
     )
     if local:
+        where = (
+            "the socket systemd handed over"
+            if _socket_activated
+            else ", ".join(
+                f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+                for address in server.cfg.address
+            )
+        )
         server.log.warning(
             "listening on this machine only (%s) with MCP_TRUSTED_PROXIES=0: behind nginx (nginx/mcp-server.conf) "
             "set MCP_TRUSTED_PROXIES=1, or every client shares nginx's address and one failed-credentials limit",
-            ", ".join(
-                str(address) if not isinstance(address, tuple) else f"{address[0]}:{address[1]}"
-                for address in server.cfg.address
-            ),
+            where,
         )
 
 
