@@ -17,7 +17,8 @@ from collections.abc import Mapping
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
-def _plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+    """The logger's one handler, if a line written straight to its stream is all logging would do."""
     if logger.propagate or logger.filters or len(logger.handlers) != 1 or not logger.isEnabledFor(level):
         return None
     handler = logger.handlers[0]
@@ -34,9 +35,23 @@ def _plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler 
     return handler  # type: ignore[return-value]
 
 
+def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore[type-arg]
+    """Write one line to a plain handler's stream, as its emit would; False if the stream failed."""
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(line + handler.terminator)
+        stream.flush()
+    except Exception:
+        return False
+    finally:
+        handler.release()
+    return True
+
+
 def write_line(logger: logging.Logger, level: int, message: str, *args: object) -> None:
     """``logger.log(level, message, *args)``, the fast way when it would come to the same."""
-    handler = _plain_handler(logger, level)
+    handler = plain_handler(logger, level)
     if handler is not None:
         # As LogRecord.getMessage: a single non-empty mapping argument is the mapping to format with.
         values: object = args[0] if len(args) == 1 and isinstance(args[0], Mapping) and args[0] else args
@@ -44,16 +59,5 @@ def write_line(logger: logging.Logger, level: int, message: str, *args: object) 
             line = message % values if args else message
         except Exception:
             handler = None  # logging reports a bad format its own way
-    if handler is None:
-        logger.log(level, message, *args)
-        return
-    handler.acquire()
-    try:
-        stream = handler.stream
-        stream.write(line + handler.terminator)
-        stream.flush()
-    except Exception:
-        handler.release()
-        logger.log(level, message, *args)  # the stream failed: let logging report it its own way
-        return
-    handler.release()
+    if handler is None or not write_to(handler, line):
+        logger.log(level, message, *args)  # the full way; a failing stream is reported as logging reports it

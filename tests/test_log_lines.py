@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.log_lines import _plain_handler
+from app.log_lines import plain_handler
 from app.log_lines import write_line
 
 
@@ -33,7 +33,7 @@ def plain(stream: io.StringIO) -> logging.Handler:
 def test_the_plain_set_up_takes_the_short_way_and_writes_the_same_line(logger: logging.Logger) -> None:
     short, logged = io.StringIO(), io.StringIO()
     logger.addHandler(plain(short))
-    assert _plain_handler(logger, logging.INFO) is logger.handlers[0]
+    assert plain_handler(logger, logging.INFO) is logger.handlers[0]
     write_line(logger, logging.INFO, '%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
     logger.handlers[0].setStream(logged)
     logger.info('%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
@@ -72,7 +72,7 @@ def test_what_makes_the_short_way_unsafe(logger: logging.Logger, change: str) ->
     else:
         logger.removeHandler(handler)
         logger.addHandler(Records())
-    assert _plain_handler(logger, logging.INFO) is None
+    assert plain_handler(logger, logging.INFO) is None
 
 
 def test_a_bad_format_is_reported_as_logging_reports_it(
