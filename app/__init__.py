@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
         dev_issuer.init_app(app, issuer, settings, server, policy, replays)
-    init_bridge(app, server, settings)
+    init_bridge(app, server, settings, tools.answered_at_once())
     cors.init_app(app, settings)
     cli.init_app(app)
     if settings.trusted_proxies:
