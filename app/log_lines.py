@@ -7,12 +7,29 @@ the bare message (the default configuration of both), writing the line to that
 handler's stream under its lock is the same result for about 3. Any other set-up
 (another handler, a filter, a formatter of one's own, a test capturing records)
 gets the full ``logging`` path, unchanged.
+
+In the connection worker the serving thread (the holder of its run slot, see
+:mod:`app.serving.run_slot`) serves request after request between two polls:
+its lines are kept and written together, in one write, when it next polls
+(:func:`flush`, which the worker calls), or once ``MAX_PENDING`` lines wait. Each
+write is a system call that a shared log file also serialises between the
+worker processes. A line then reaches its stream microseconds to milliseconds
+after its request ended, never later than the next poll; a worker killed with
+SIGKILL loses the lines of the requests it served since its last poll.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+from collections.abc import Callable
 from collections.abc import Mapping
+
+from app.serving import run_slot
+
+MAX_PENDING = 64
+# handler -> lines waiting for the serving thread's next poll, each with what logs it if the write fails
+_pending: dict[logging.Handler, list[tuple[str, Callable[[], None]]]] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
@@ -49,6 +66,44 @@ def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore
     return True
 
 
+def _keep(handler: logging.Handler, line: str, fallback: Callable[[], None]) -> None:
+    lines = _pending.get(handler)
+    if lines is None:
+        lines = _pending[handler] = []
+    lines.append((line, fallback))
+    if len(lines) >= MAX_PENDING:
+        _flush_handler(handler)
+
+
+def _flush_handler(handler: logging.Handler) -> None:
+    lines = _pending.get(handler)
+    if not lines:
+        return
+    batch, lines[:] = list(lines), []
+    terminator = handler.terminator  # type: ignore[attr-defined]
+    if write_to(handler, terminator.join(line for line, _ in batch)):  # type: ignore[arg-type]
+        return
+    for _, fallback in batch:
+        fallback()  # the stream failed: logging reports it its own way
+
+
+def flush() -> None:
+    """Write the lines kept for the serving thread's next poll."""
+    for handler in list(_pending):
+        _flush_handler(handler)
+
+
+atexit.register(flush)
+
+
+def keep_or_write(handler: logging.StreamHandler, line: str, fallback: Callable[[], None]) -> None:  # type: ignore[type-arg]
+    """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
+    if run_slot.holding():
+        _keep(handler, line, fallback)
+    elif not write_to(handler, line):
+        fallback()
+
+
 def write_line(logger: logging.Logger, level: int, message: str, *args: object) -> None:
     """``logger.log(level, message, *args)``, the fast way when it would come to the same."""
     handler = plain_handler(logger, level)
@@ -59,5 +114,7 @@ def write_line(logger: logging.Logger, level: int, message: str, *args: object) 
             line = message % values if args else message
         except Exception:
             handler = None  # logging reports a bad format its own way
-    if handler is None or not write_to(handler, line):
-        logger.log(level, message, *args)  # the full way; a failing stream is reported as logging reports it
+    if handler is None:
+        logger.log(level, message, *args)
+        return
+    keep_or_write(handler, line, lambda: logger.log(level, message, *args))

@@ -86,3 +86,52 @@ def test_a_bad_format_is_reported_as_logging_reports_it(
     write_line(logger, logging.INFO, "%(missing)s", {})
     assert reported == ["%(missing)s"]
     assert stream.getvalue() == ""
+
+
+def test_the_serving_thread_writes_its_lines_together_at_the_next_poll(logger: logging.Logger) -> None:
+    from app import log_lines
+    from app.serving import run_slot
+
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Counting.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    logger.addHandler(plain(stream))
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        for number in range(3):
+            write_line(logger, logging.INFO, "line %d", number)
+        assert stream.getvalue() == ""  # kept for the next poll
+        log_lines.flush()
+        assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+        assert Counting.writes == 1
+        slot.step_aside()
+        write_line(logger, logging.INFO, "outside the slot")  # any other thread writes at once
+        assert stream.getvalue().endswith("outside the slot\n")
+    finally:
+        run_slot.install(None)
+        log_lines.flush()
+
+
+def test_at_most_max_pending_lines_wait(logger: logging.Logger) -> None:
+    from app import log_lines
+    from app.serving import run_slot
+
+    stream = io.StringIO()
+    logger.addHandler(plain(stream))
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        for number in range(log_lines.MAX_PENDING):
+            write_line(logger, logging.INFO, "%d", number)
+        assert stream.getvalue().count("\n") == log_lines.MAX_PENDING
+    finally:
+        run_slot.install(None)
+        log_lines.flush()

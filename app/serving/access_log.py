@@ -21,8 +21,8 @@ from typing import Any
 
 from gunicorn import glogging
 
+from app.log_lines import keep_or_write
 from app.log_lines import plain_handler
-from app.log_lines import write_to
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
 _PIECE = re.compile(r"%\(([^)]+)\)s")
@@ -60,8 +60,15 @@ class AccessLogger(glogging.Logger):
             return
         atoms = self.atoms(resp, req, environ, request_time)
         handler = plain_handler(self.access_log, logging.INFO)
-        if handler is not None and self._pieces is not None and write_to(handler, self._render(atoms)):
-            return
+        try:
+            if handler is not None and self._pieces is not None:
+                keep_or_write(handler, self._render(atoms), lambda: self._log_through_logging(atoms))
+            else:
+                self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
+        except Exception:
+            self.error(traceback.format_exc())
+
+    def _log_through_logging(self, atoms: dict[str, Any]) -> None:
         try:
             self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:

@@ -111,6 +111,12 @@ def install(slot: RunSlot | None) -> None:
     _installed = slot
 
 
+def holding() -> bool:
+    """Whether the calling thread is a worker's serving thread (holds its slot)."""
+    slot = _installed
+    return slot is not None and slot.holds()
+
+
 @contextlib.contextmanager
 def released() -> Iterator[None]:
     """Around a wait in a request: the other connections are served meanwhile, by another thread.
