@@ -146,9 +146,10 @@ class RequestMetrics:
             child = self._durations[tool] = TOOL_DURATION.labels(tool)
         return child
 
-    def labels(self) -> tuple[str, str]:
+    def labels(self, ctx: Any = None) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        if ctx is None:
+            ctx = g._get_current_object()  # type: ignore[attr-defined]
         if "principal" not in ctx:
             return NONE, NONE
         parsed = ctx.get("mcp_request")
@@ -169,10 +170,14 @@ class RequestMetrics:
     def finish(self, response: Response) -> Response:
         if request.endpoint != self._mcp_endpoint:
             return response
-        method, tool = self.labels()
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        method, tool = self.labels(ctx)
         status = response.status_code
-        self._requests_child(method, tool, status).inc()
-        started = g._get_current_object().get("metrics_started")  # type: ignore[attr-defined]
+        child = self._requests.get((method, tool, status))
+        if child is None:
+            child = self._requests_child(method, tool, status)
+        child.inc()
+        started = ctx.get("metrics_started")
         if method == "tools/call" and status == 200 and started is not None:
             histogram = self._duration_child(tool)
 

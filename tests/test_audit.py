@@ -107,3 +107,20 @@ def test_a_streamed_call_is_logged_when_its_stream_ends(client: FlaskClient, tok
     assert (record["status"], record["tool"], record["sub"]) == (200, "count_to", "streamer")
     assert record["duration_ms"] >= 350  # two steps of 0.2 s
     assert b"Counted to 2." in b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"sub": 'quote " backslash \\ newline \n tab \t', "status": 200, "duration_ms": 1.25, "tool": None},
+        {"sub": "accents é and emoji 😀 and \u2028", "status": 403, "duration_ms": 0.0},
+        {"duration_ms": float("inf"), "x": float("nan")},
+        {"duration_ms": 1e-7, "negative": -0.0, "big": 10**30},
+        {"scopes_required": ["todo:write"], "scopes_granted": []},
+        {"flag": True},
+    ],
+)
+def test_records_are_written_exactly_as_json_dumps_writes_them(record: dict[str, object]) -> None:
+    from app.audit import encode_record
+
+    assert encode_record(record) == json.dumps(record, separators=(",", ":"))
