@@ -10,15 +10,14 @@ import gc
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
 
 from flask import Flask
-from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import audit
 from app import authorization_server_metadata
 from app import cli
+from app import cors
 from app import dev_issuer
 from app import errors
 from app import health
@@ -45,25 +44,11 @@ from app.bridge import init_app as init_bridge
 from app.mcp_server import ScopedServer
 from app.mcp_server import create_mcp_server
 from app.provider import Provider
-from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
 
 __all__ = ["create_app", "start_worker", "stop_worker"]
 
 logger = logging.getLogger(__name__)
-
-MCP_REQUEST_HEADERS = [
-    "Authorization",
-    "Content-Type",
-    "MCP-Protocol-Version",
-    "Mcp-Method",
-    "Mcp-Name",
-    "Mcp-Session-Id",
-    "Last-Event-ID",
-    "DPoP",
-]
-MCP_RESPONSE_HEADERS = ["WWW-Authenticate", "Mcp-Session-Id", "DPoP-Nonce"]
-DEV_LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
 
 
 class RedactQueryStrings(logging.Filter):
@@ -186,40 +171,14 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
         dev_issuer.init_app(app, issuer, settings, server, policy, replays, revoked)
-    init_bridge(app, server, settings, session_manager=caps.session_manager_factory() if caps else None)
-    dev_resources: dict[str, dict[str, Any]] = {}
-    if settings.dev:
-        # Browser-based clients on this machine (MCP Inspector) register and redeem codes with fetch().
-        dev_resources[DEV_ISSUER_PATH + "/*"] = {
-            "origins": [DEV_LOOPBACK_ORIGINS],
-            "allow_headers": ["Authorization", "Content-Type", "DPoP"],
-            "expose_headers": ["DPoP-Nonce"],
-            "methods": ["GET", "POST"],
-        }
-    CORS(
+    init_bridge(
         app,
-        resources={
-            **dev_resources,
-            r"/.well-known/*": {
-                "origins": "*",
-                "send_wildcard": True,
-                "allow_headers": ["MCP-Protocol-Version"],
-                "methods": ["GET"],
-            },
-            settings.endpoint_path + "*": {
-                "origins": [
-                    settings.public_origin,
-                    *settings.allowed_origins,
-                    *([DEV_LOOPBACK_ORIGINS] if settings.dev else []),
-                ],
-                "allow_headers": MCP_REQUEST_HEADERS,
-                "expose_headers": MCP_RESPONSE_HEADERS,
-                "methods": ["GET", "POST", "DELETE"],
-                "always_send": False,  # no CORS headers for requests that carry no Origin
-            },
-        },
-        intercept_exceptions=False,
+        server,
+        settings,
+        tools.answered_at_once(),
+        session_manager=caps.session_manager_factory() if caps else None,
     )
+    cors.init_app(app, settings)
     cli.init_app(app)
     if settings.trusted_proxies:
         # X-Forwarded-For and -Proto are believed only from the configured number

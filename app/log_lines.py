@@ -7,17 +7,35 @@ the bare message (the default configuration of both), writing the line to that
 handler's stream under its lock is the same result for about 3. Any other set-up
 (another handler, a filter, a formatter of one's own, a test capturing records)
 gets the full ``logging`` path, unchanged.
+
+In the connection worker the serving thread (the holder of its run slot, see
+:mod:`app.serving.run_slot`) serves request after request between two polls:
+its lines are kept and written together, in one write, when it next polls
+(:func:`flush`, which the worker calls), or once ``MAX_PENDING`` lines wait. Each
+write is a system call that a shared log file also serialises between the
+worker processes. A line then reaches its stream microseconds to milliseconds
+after its request ended, never later than the next poll; a worker killed with
+SIGKILL loses the lines of the requests it served since its last poll.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+from collections.abc import Callable
 from collections.abc import Mapping
+
+from app.serving import run_slot
+
+MAX_PENDING = 64
+# handler -> lines waiting for the serving thread's next poll, each with what logs it if the write fails
+_pending: dict[logging.Handler, list[tuple[str, Callable[[], None]]]] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
-def _plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+    """The logger's one handler, if a line written straight to its stream is all logging would do."""
     if logger.propagate or logger.filters or len(logger.handlers) != 1 or not logger.isEnabledFor(level):
         return None
     handler = logger.handlers[0]
@@ -34,9 +52,61 @@ def _plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler 
     return handler  # type: ignore[return-value]
 
 
+def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore[type-arg]
+    """Write one line to a plain handler's stream, as its emit would; False if the stream failed."""
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(line + handler.terminator)
+        stream.flush()
+    except Exception:
+        return False
+    finally:
+        handler.release()
+    return True
+
+
+def _keep(handler: logging.Handler, line: str, fallback: Callable[[], None]) -> None:
+    lines = _pending.get(handler)
+    if lines is None:
+        lines = _pending[handler] = []
+    lines.append((line, fallback))
+    if len(lines) >= MAX_PENDING:
+        _flush_handler(handler)
+
+
+def _flush_handler(handler: logging.Handler) -> None:
+    lines = _pending.get(handler)
+    if not lines:
+        return
+    batch, lines[:] = list(lines), []
+    terminator = handler.terminator  # type: ignore[attr-defined]
+    if write_to(handler, terminator.join(line for line, _ in batch)):  # type: ignore[arg-type]
+        return
+    for _, fallback in batch:
+        fallback()  # the stream failed: logging reports it its own way
+
+
+def flush() -> None:
+    """Write the lines kept for the serving thread's next poll."""
+    for handler in list(_pending):
+        _flush_handler(handler)
+
+
+atexit.register(flush)
+
+
+def keep_or_write(handler: logging.StreamHandler, line: str, fallback: Callable[[], None]) -> None:  # type: ignore[type-arg]
+    """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
+    if run_slot.holding():
+        _keep(handler, line, fallback)
+    elif not write_to(handler, line):
+        fallback()
+
+
 def write_line(logger: logging.Logger, level: int, message: str, *args: object) -> None:
     """``logger.log(level, message, *args)``, the fast way when it would come to the same."""
-    handler = _plain_handler(logger, level)
+    handler = plain_handler(logger, level)
     if handler is not None:
         # As LogRecord.getMessage: a single non-empty mapping argument is the mapping to format with.
         values: object = args[0] if len(args) == 1 and isinstance(args[0], Mapping) and args[0] else args
@@ -47,13 +117,4 @@ def write_line(logger: logging.Logger, level: int, message: str, *args: object) 
     if handler is None:
         logger.log(level, message, *args)
         return
-    handler.acquire()
-    try:
-        stream = handler.stream
-        stream.write(line + handler.terminator)
-        stream.flush()
-    except Exception:
-        handler.release()
-        logger.log(level, message, *args)  # the stream failed: let logging report it its own way
-        return
-    handler.release()
+    keep_or_write(handler, line, lambda: logger.log(level, message, *args))

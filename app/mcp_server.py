@@ -22,7 +22,9 @@ from typing import Literal
 from typing import TypeVar
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.server.request_state import RequestStateSecurity
+from mcp.shared.uri_template import UriTemplate
 
 from app.auth.scopes import ScopePolicy
 from app.settings import SettingsError
@@ -130,6 +132,29 @@ class ScopedServer:
                 raise DuplicateRegistration(kind, name, earlier.provider, self._provider)
         add(in_request_thread(fn) if self._inline else fn)
         self.registrations.append(Registration(kind, name, scopes, self._provider, fn))
+
+    def answered_at_once(self) -> dict[str, frozenset[str]]:
+        """Per JSON-RPC method, the names (or URIs) whose handler can send nothing but its answer.
+
+        A sync function without a ``Context`` parameter cannot report progress, log to
+        the client or ask it anything, and, run inline in the request's thread, it
+        holds the event loop until it returns, so no keepalive could be sent either:
+        its call is answered at once, whether through Server-Sent Events or not. The
+        bridge then takes the SDK's JSON path for it. Resource templates are left
+        out (a read names a URI, not the template). Stateful, nothing is listed.
+        """
+        if not self._inline:
+            return {}
+        methods = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
+        found: dict[str, set[str]] = {method: set() for method in methods.values()}
+        for registration in self.registrations:
+            fn = registration.function
+            if inspect.iscoroutinefunction(fn) or find_context_parameter(fn) is not None:
+                continue
+            if registration.kind == "resource" and UriTemplate.is_template(registration.name):
+                continue
+            found[methods[registration.kind]].add(registration.name)
+        return {method: frozenset(names) for method, names in found.items()}
 
     def required_scopes(self) -> list[str]:
         """Every scope some registered primitive requires, in the order they were first registered."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -51,6 +52,7 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 STORAGE_ERROR_LOG_INTERVAL = 60.0
+KEY_CACHE_SIZE = 4096
 
 
 class TooManyRefusals(Exception):  # noqa: N818 (a refusal, named for what the client did)
@@ -85,17 +87,20 @@ class TimerlessMemoryStorage(MemoryStorage):
         super().__init__(uri, **options)
         self.timer.cancel()  # the one the parent started; no other is ever started here
         self._next_sweep = 0.0
+        self._counting = threading.Lock()  # one lock for every counter: each hit holds it for a dict update
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         now = time.time()
         if now >= self._next_sweep:
             self._sweep(now)
-        self.get(key)  # drops the counter if its window has passed
-        with self.locks[key]:
-            self.storage[key] += amount
-            if self.storage[key] == amount:
+        with self._counting:
+            if self.expirations.get(key, 0) <= now:  # a new window: the counter starts over
+                self.storage[key] = amount
                 self.expirations[key] = now + expiry
-        return self.storage.get(key, 0)
+                return amount
+            count = self.storage[key] + amount
+            self.storage[key] = count
+            return count
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.SWEEP_INTERVAL
@@ -121,6 +126,9 @@ class RateLimits:
         self._per_principal = parse_many(settings.rate_limit)
         self._failed_auth = parse_many(settings.rate_limit_failed_auth)
         self._last_storage_error = 0.0
+        self._storage = self._strategy.storage
+        # Storage keys per caller and limit list: limits builds them with a string join per identifier.
+        self._keys: dict[tuple[int, tuple[str, ...]], list[str]] = {}
         if settings.rate_limit_storage.startswith("memory://") and settings.workers > 1:
             logger.warning(
                 "rate limits count per worker process with MCP_RATE_LIMIT_STORAGE=memory://; "
@@ -135,8 +143,15 @@ class RateLimits:
     def _exceeded(self, items: list[RateLimitItem], *identifiers: str) -> tuple[RateLimitItem, int] | None:
         """Count one hit against every limit; the first one exceeded and the seconds until it resets."""
         try:
-            for item in items:
-                if not self._strategy.hit(item, *identifiers):
+            cached = (id(items), identifiers)
+            keys = self._keys.get(cached)
+            if keys is None:
+                if len(self._keys) >= KEY_CACHE_SIZE:
+                    self._keys.clear()
+                keys = self._keys[cached] = [item.key_for(*identifiers) for item in items]
+            for item, key in zip(items, keys, strict=True):
+                # FixedWindowRateLimiter.hit, with the key built once.
+                if self._storage.incr(key, item.get_expiry(), 1) > item.amount:
                     reset = self._strategy.get_window_stats(item, *identifiers).reset_time
                     return item, max(1, int(reset - time.time()) + 1)
         except Exception:

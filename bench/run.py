@@ -204,6 +204,7 @@ def uwsgi_ours(port: int, env: dict[str, str], folder: Path) -> ServerProcess:
     # uWSGI's HTTP router takes the connections and hands each request to a free process, as the host's
     # front proxy does; with --http11-socket every kept-alive connection would hold one of the 2 processes.
     args = [str(BIN / "uwsgi"), "--master", "--processes", "2", "--http", f"127.0.0.1:{port}", "--http-keepalive"]
+    args += ["--http-auto-chunked"]  # streamed answers (no Content-Length) keep the connection alive
     args += ["--wsgi-file", str(ROOT / "wsgi.py"), "--callable", "application", "--need-app", "--die-on-term"]
     args += ["--log-format", UWSGI_LOG_FORMAT]
     return ServerProcess(args, env, folder / "uwsgi.log", f"http://127.0.0.1:{port}/readyz")

@@ -74,3 +74,25 @@ def test_no_cors_headers_without_an_origin(client, tokens: Tokens) -> None:  # t
     )
     assert response.status_code == 200
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_request_without_origin_gets_what_flask_cors_would_give_it(issuer: MockIssuer, tmp_path: Path) -> None:
+    """The MCP endpoint skips flask-cors's hook for requests without Origin: the headers are the same as with it."""
+    from flask import request
+
+    from app import cors
+
+    app = browser_app(issuer, tmp_path)
+    token = Tokens(issuer, RESOURCE).mint("todo:read")
+    hooks = app.after_request_funcs[None]
+    skipping = next(hook for hook in hooks if hook.__name__ == "cors_after_request")
+    flask_cors_hook = skipping.__closure__[0].cell_contents  # type: ignore[index]
+    assert flask_cors_hook.__module__ == "flask_cors.extension"
+    for headers in ({}, {"Authorization": f"Bearer {token}"}):
+        with app.test_request_context("/mcp", method="POST", headers=headers, json=request_body("tools/list")):
+            assert request.endpoint == "mcp"
+            with_hook = flask_cors_hook(app.response_class("x"))
+            skipped = skipping(app.response_class("x"))
+            assert list(with_hook.headers) == list(skipped.headers)
+    assert cors.MCP_RESPONSE_HEADERS == ["WWW-Authenticate", "Mcp-Session-Id", "DPoP-Nonce"]
+    stop_worker(app)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.log_lines import _plain_handler
+from app.log_lines import plain_handler
 from app.log_lines import write_line
 
 
@@ -33,7 +33,7 @@ def plain(stream: io.StringIO) -> logging.Handler:
 def test_the_plain_set_up_takes_the_short_way_and_writes_the_same_line(logger: logging.Logger) -> None:
     short, logged = io.StringIO(), io.StringIO()
     logger.addHandler(plain(short))
-    assert _plain_handler(logger, logging.INFO) is logger.handlers[0]
+    assert plain_handler(logger, logging.INFO) is logger.handlers[0]
     write_line(logger, logging.INFO, '%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
     logger.handlers[0].setStream(logged)
     logger.info('%(a)s "%(b)s" 100%%', {"a": 1, "b": "x"})
@@ -72,7 +72,7 @@ def test_what_makes_the_short_way_unsafe(logger: logging.Logger, change: str) ->
     else:
         logger.removeHandler(handler)
         logger.addHandler(Records())
-    assert _plain_handler(logger, logging.INFO) is None
+    assert plain_handler(logger, logging.INFO) is None
 
 
 def test_a_bad_format_is_reported_as_logging_reports_it(
@@ -86,3 +86,52 @@ def test_a_bad_format_is_reported_as_logging_reports_it(
     write_line(logger, logging.INFO, "%(missing)s", {})
     assert reported == ["%(missing)s"]
     assert stream.getvalue() == ""
+
+
+def test_the_serving_thread_writes_its_lines_together_at_the_next_poll(logger: logging.Logger) -> None:
+    from app import log_lines
+    from app.serving import run_slot
+
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Counting.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    logger.addHandler(plain(stream))
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        for number in range(3):
+            write_line(logger, logging.INFO, "line %d", number)
+        assert stream.getvalue() == ""  # kept for the next poll
+        log_lines.flush()
+        assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+        assert Counting.writes == 1
+        slot.step_aside()
+        write_line(logger, logging.INFO, "outside the slot")  # any other thread writes at once
+        assert stream.getvalue().endswith("outside the slot\n")
+    finally:
+        run_slot.install(None)
+        log_lines.flush()
+
+
+def test_at_most_max_pending_lines_wait(logger: logging.Logger) -> None:
+    from app import log_lines
+    from app.serving import run_slot
+
+    stream = io.StringIO()
+    logger.addHandler(plain(stream))
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        for number in range(log_lines.MAX_PENDING):
+            write_line(logger, logging.INFO, "%d", number)
+        assert stream.getvalue().count("\n") == log_lines.MAX_PENDING
+    finally:
+        run_slot.install(None)
+        log_lines.flush()

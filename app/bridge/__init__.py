@@ -8,16 +8,19 @@ request to the SDK and streams its answer back untouched.
 
 Stateless, each serving loop runs the SDK's session manager twice: as
 configured, and in JSON-response mode. A request whose handler can only ever
-produce its one answer (``initialize``, ``ping``, ``server/discover`` and the
-list methods, which run no tool code and send no notification) goes to the
-second: the SDK then answers it directly instead of through its Server-Sent
-Events machinery (a task group, memory streams, an event-stream response),
-about 0.2 ms of CPU in the 2026-07-28 era and 0.7 ms in the 2025-11-25 era per
-request. In the 2026-07-28 era the answer is byte for byte the same (the SDK
-defers SSE until a notification comes); in the handshake era it is the same
-JSON-RPC response as ``application/json`` instead of one event, which the
-transport allows for any request. Calls, reads and prompts, whose code may
-report progress or log, always take the configured path.
+produce its one answer goes to the second: ``initialize``, ``ping``,
+``server/discover`` and the list methods, which run no tool code, and calls of
+tools, prompts and resources that are sync functions without a ``Context``
+parameter (they cannot report progress, log or ask the client anything, and,
+run inline, they hold the loop until they return, so not even a keepalive could
+be sent meanwhile). The SDK then answers directly instead of through its
+Server-Sent Events machinery (a task group, memory streams, an event-stream
+response), about 0.2 ms of CPU in the 2026-07-28 era and 0.7 ms in the
+2025-11-25 era per request. In the 2026-07-28 era the answer is byte for byte
+the same (the SDK defers SSE until a notification comes); in the handshake era
+it is the same JSON-RPC response as ``application/json`` instead of one event,
+which the transport allows for any request. Everything else (async tools, and
+tools taking a ``Context``, which may stream) takes the configured path.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -85,11 +89,15 @@ class MCPBridge:
         self,
         server: MCPServer,
         settings: Settings,
+        answered_at_once: Mapping[str, frozenset[str]] | None = None,
         *,
         session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
     ) -> None:
-        """``session_manager`` builds the stateful mode's manager (the SDK's class by default)."""
+        """``answered_at_once``: per method, the targets whose handler sends nothing but its answer
+        (``ScopedServer.answered_at_once``): their calls take the JSON path too. ``session_manager`` builds
+        the stateful mode's manager (the SDK's class by default)."""
         self.server = server
+        self.answered_at_once = dict(answered_at_once or {})
         self.endpoint_path = settings.endpoint_path
         self.stateful = settings.stateful
         # Stateful: a standalone GET stream is ended (cleanly; the client reconnects) after this many seconds.
@@ -131,7 +139,7 @@ class MCPBridge:
             serving = self.loop_thread.serving
             return ThreadedExchange(serving, serving.manager.handle_request, scope, body, handler_context(user))
         pooled = self.loops.acquire()
-        manager = pooled.managers[-1] if self.single_answer_path and _single_answer() else pooled.manager
+        manager = pooled.managers[-1] if self.single_answer_path and self._single_answer() else pooled.manager
         return ASGIExchange(
             pooled,
             manager.handle_request,
@@ -140,6 +148,23 @@ class MCPBridge:
             handler_context(user),
             on_done=lambda: self.loops.release(pooled),
         )
+
+    def _single_answer(self) -> bool:
+        """Whether this request is one JSON-RPC message whose answer can only be one JSON body.
+
+        Only when the client accepts Server-Sent Events too: one that does not is refused
+        (406) by the configured path, and must be refused the same way for every method.
+        """
+        calls = current_mcp_request().calls
+        if len(calls) != 1:
+            return False
+        call = calls[0]
+        if call.method not in SINGLE_ANSWER_METHODS:
+            targets = self.answered_at_once.get(call.method)
+            if targets is None or call.target not in targets:
+                return False
+        _, accepts_events = check_accept_headers(_AcceptHeader(request.environ.get("HTTP_ACCEPT", "")))  # type: ignore[arg-type]
+        return accepts_events
 
     def handle(self) -> Response:
         if request.method != "POST" and not self.stateful:
@@ -202,19 +227,6 @@ class _AcceptHeader:
         self.headers = {"accept": accept}
 
 
-def _single_answer() -> bool:
-    """Whether this request is one JSON-RPC message whose answer can only be one JSON body.
-
-    Only when the client accepts Server-Sent Events too: one that does not is refused
-    (406) by the configured path, and must be refused the same way for every method.
-    """
-    calls = current_mcp_request().calls
-    if len(calls) != 1 or calls[0].method not in SINGLE_ANSWER_METHODS:
-        return False
-    _, accepts_events = check_accept_headers(_AcceptHeader(request.environ.get("HTTP_ACCEPT", "")))  # type: ignore[arg-type]
-    return accepts_events
-
-
 def _is_event_stream(start: Message) -> bool:
     return any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", []))
 
@@ -238,10 +250,11 @@ def init_app(
     app: Flask,
     server: MCPServer,
     settings: Settings,
+    answered_at_once: Mapping[str, frozenset[str]] | None = None,
     *,
     session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
 ) -> MCPBridge:
-    bridge = MCPBridge(server, settings, session_manager=session_manager)
+    bridge = MCPBridge(server, settings, answered_at_once, session_manager=session_manager)
     app.extensions[EXTENSION_KEY] = bridge
     path = settings.endpoint_path
     rules = [path] if path == "/" else [path, path + "/"]

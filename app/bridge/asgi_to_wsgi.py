@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FINISH_TIMEOUT = 5.0
+# A streamed answer's events that come without a wait in between leave in one write, up to this much.
+MAX_JOINED_BYTES = 64 * 1024
 CANCEL_TIMEOUT = 10.0
 _HIDDEN_HEADERS = frozenset({"HTTP_AUTHORIZATION", "HTTP_PROXY"})
 
@@ -173,6 +175,8 @@ class ASGIExchange:
         self._complete = False
         self._on_done = on_done
         self._watched: socket.socket | None = None
+        self._watch_pending: socket.socket | None = None
+        self._queued_bytes = 0
         self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
         self._task.add_done_callback(self._wake)
 
@@ -183,6 +187,14 @@ class ASGIExchange:
         the socket cancels the tool at once instead of at its next event.
         """
         if sock is None:
+            return
+        # Only once the loop would wait: a stream sent in one go needs no watching (and no epoll calls).
+        self._watch_pending = sock
+        self._serving.selector.before_wait = self._start_watching
+
+    def _start_watching(self) -> None:
+        sock, self._watch_pending = self._watch_pending, None
+        if sock is None or self._closed or self._loop.is_closed():
             return
         self._loop.add_reader(sock.fileno(), self._client_readable)
         self._watched = sock
@@ -198,6 +210,9 @@ class ASGIExchange:
             self._task.cancel()
 
     def _unwatch(self) -> None:
+        self._watch_pending = None
+        if self._serving.selector.before_wait == self._start_watching:
+            self._serving.selector.before_wait = None
         if self._watched is not None:
             self._loop.remove_reader(self._watched.fileno())
             self._watched = None
@@ -214,6 +229,9 @@ class ASGIExchange:
         if self._closed:
             return
         self._messages.append(message)
+        self._queued_bytes += len(message.get("body", b""))
+        if self._queued_bytes >= MAX_JOINED_BYTES and self._serving.selector.stop_when_idle is not None:
+            self._loop.stop()  # enough for one write: send it before producing more
         self._wake()
 
     def _wake(self, _: object = None) -> None:
@@ -242,10 +260,14 @@ class ASGIExchange:
         return self._take()
 
     def queued_message(self) -> Message | None:
+        if not self._messages and not self._task.done() and self._queued_bytes < MAX_JOINED_BYTES:
+            # What the handler produces without waiting goes out in the same write.
+            self._serving.run_until_idle()
         return self._take() if self._messages else None
 
     def _take(self) -> Message:
         message = self._messages.popleft()
+        self._queued_bytes -= len(message.get("body", b""))
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self._complete = True
         return message

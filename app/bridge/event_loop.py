@@ -101,6 +101,10 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
     def __init__(self) -> None:
         super().__init__()
         self._skipped = 0
+        #: Set while the loop is run "until idle": instead of waiting, the loop is stopped.
+        self.stop_when_idle: asyncio.AbstractEventLoop | None = None
+        #: Called once, just before the loop next waits (the bridge starts watching a client then).
+        self.before_wait: Callable[[], None] | None = None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
@@ -110,6 +114,12 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
             self._skipped = 0
             return super().select(timeout)  # type: ignore[no-any-return]
         self._skipped = 0
+        if self.stop_when_idle is not None:
+            self.stop_when_idle.stop()
+            return []
+        if self.before_wait is not None:
+            hook, self.before_wait = self.before_wait, None
+            hook()
         # The loop has nothing to run until a timer or a socket: another request may run meanwhile.
         with run_slot.released():
             return super().select(timeout)  # type: ignore[no-any-return]
@@ -126,7 +136,8 @@ class ServingLoop:
     def __init__(self, *managers: StreamableHTTPSessionManager) -> None:
         self.managers = managers
         self.manager = managers[0]
-        self.loop = asyncio.SelectorEventLoop(ReadyFirstSelector())
+        self.selector = ReadyFirstSelector()
+        self.loop = asyncio.SelectorEventLoop(self.selector)
         self._stop = asyncio.Event()
         self._ready = self.loop.create_future()
         self._holder = self.loop.create_task(self._hold())
@@ -161,6 +172,15 @@ class ServingLoop:
         finally:
             if handle is not None:
                 handle.cancel()
+
+    def run_until_idle(self) -> None:
+        """Run what is ready to run, and stop where the loop would wait (or where a callback stops it)."""
+        _without_sse_shutdown_watcher()
+        self.selector.stop_when_idle = self.loop
+        try:
+            self.loop.run_forever()
+        finally:
+            self.selector.stop_when_idle = None
 
     def drive(self, awaited: asyncio.Future[Any], timeout: float | None = None) -> bool:
         """Run the loop until ``awaited`` is done or ``timeout`` seconds pass; True if it is done.

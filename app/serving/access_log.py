@@ -21,30 +21,69 @@ from typing import Any
 
 from gunicorn import glogging
 
-from app.log_lines import write_line
+from app.log_lines import keep_or_write
+from app.log_lines import plain_handler
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
+_PIECE = re.compile(r"%\(([^)]+)\)s")
 _UNKNOWN = object()
+
+
+def _pieces(access_format: str) -> list[tuple[str, str | None]] | None:
+    """The format as (literal text, atom) pairs; None unless it is plain ``%(atom)s`` and ``%%``."""
+    texts = _PIECE.split(access_format)
+    literals, keys = texts[0::2], texts[1::2]
+    if any("%" in literal.replace("%%", "") for literal in literals):
+        return None  # another conversion: gunicorn's own formatting
+    pieces: list[tuple[str, str | None]] = [
+        (literal.replace("%%", "%"), key) for literal, key in zip(literals, keys, strict=False)
+    ]
+    pieces.append((literals[-1].replace("%%", "%"), None))
+    return pieces
 
 
 class AccessLogger(glogging.Logger):
     """``gunicorn.glogging.Logger`` whose ``atoms`` computes only what the access log format uses."""
 
     _wanted: tuple[str, ...] = ()
+    _pieces: list[tuple[str, str | None]] | None = None
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        self._wanted = tuple(dict.fromkeys(_ATOM.findall(cfg.access_log_format or "")))
+        access_format = cfg.access_log_format or ""
+        self._wanted = tuple(dict.fromkeys(_ATOM.findall(access_format)))
+        self._pieces = _pieces(access_format)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         """As gunicorn's, with the line written straight to its stream where that is all logging would do."""
         if not self.access_log_enabled:
             return
-        atoms = self.atoms_wrapper_class(self.atoms(resp, req, environ, request_time))
+        atoms = self.atoms(resp, req, environ, request_time)
+        handler = plain_handler(self.access_log, logging.INFO)
         try:
-            write_line(self.access_log, logging.INFO, self.cfg.access_log_format, atoms)
+            if handler is not None and self._pieces is not None:
+                keep_or_write(handler, self._render(atoms), lambda: self._log_through_logging(atoms))
+            else:
+                self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:
             self.error(traceback.format_exc())
+
+    def _log_through_logging(self, atoms: dict[str, Any]) -> None:
+        try:
+            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
+        except Exception:
+            self.error(traceback.format_exc())
+
+    def _render(self, atoms: dict[str, Any]) -> str:
+        """``access_log_format % SafeAtoms(atoms)``, from the format's pieces read once."""
+        assert self._pieces is not None
+        parts = []
+        for literal, key in self._pieces:
+            parts.append(literal)
+            if key is not None:
+                value = atoms.get(key.lower() if key.startswith("{") else key, "-")
+                parts.append(value.replace('"', '\\"') if isinstance(value, str) else str(value))
+        return "".join(parts)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> dict[str, Any]:
         atoms: dict[str, Any] = {}

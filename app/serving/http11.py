@@ -26,6 +26,7 @@ gunicorn's.
 
 from __future__ import annotations
 
+import enum
 import errno
 import io
 import logging
@@ -73,6 +74,21 @@ _make_early_hints_callback = getattr(gunicorn_wsgi, "_make_early_hints_callback"
 
 class ConnectionClosed(Exception):
     """The client closed the connection, or went silent past the keep-alive timeout."""
+
+
+class _Incomplete:
+    """The request has not fully arrived yet (event-driven serving: wait for the next readiness)."""
+
+
+INCOMPLETE: Any = _Incomplete()
+
+
+class Outcome(enum.Enum):
+    """What becomes of a connection once the requests it had ready are served."""
+
+    KEEP = "keep"  # wait for its next request
+    CLOSE = "close"  # the client went away, or an error was answered
+    CLOSE_GRACEFULLY = "close gracefully"  # HTTP ends it: half-close, then drain what the client still sends
 
 
 def short_path_available(cfg: Config) -> bool:
@@ -208,7 +224,15 @@ class CoalescingResponse(gunicorn_wsgi.Response):
 
 
 class ClientConnection:
-    """One accepted connection and the requests that come on it, served by the calling thread."""
+    """One accepted connection and the requests that come on it.
+
+    Served two ways. :meth:`serve_ready` is event-driven: the worker calls it when
+    the socket is readable, it reads what has arrived without waiting and serves
+    every complete request, and a request not complete yet waits in the buffer for
+    the next readiness. :meth:`serve` is the blocking loop of a thread that owns
+    the connection for its whole life (TLS connections, whose readiness the
+    socket does not show).
+    """
 
     def __init__(self, worker: ConnectionWorker, sock: socket.socket, client: Any, server: Any) -> None:
         self.worker = worker
@@ -225,8 +249,101 @@ class ClientConnection:
         self._current: Any = None
         self._base_environ: dict[str, Any] = {}
         self._trusted = worker.is_trusted_forwarder(client)
+        self.fd = sock.fileno()
+        self.last_active = time.monotonic()
+        self.armed = False  # waiting in the worker's poller for its next request
+        self.closing_until = 0.0  # half-closed: draining what the client still sends until then
 
     # -- the connection's life
+
+    def prepare(self) -> None:
+        """Socket options and the environ keys of the connection; once, before its first request."""
+        self._prepare_socket()
+
+    def serve_ready(self) -> Outcome:
+        """Serve what the client has sent so far; never waits for more, never raises."""
+        self.last_active = time.monotonic()
+        try:
+            if not self._receive_ready():
+                return Outcome.CLOSE
+            while self.buffer:
+                served = self._serve_short_path(blocking=False) if self.worker.short_path else None
+                if served is INCOMPLETE:
+                    return Outcome.KEEP
+                if served is None:
+                    # gunicorn's own path reads and writes as a blocking thread does: the worker lets the
+                    # other connections be served meanwhile.
+                    self.worker.step_aside()
+                    served = self._serve_with_gunicorn()
+                if not served:
+                    return Outcome.CLOSE_GRACEFULLY
+            return Outcome.KEEP
+        except Exception as error:
+            self._handle_failure(error)
+            return Outcome.CLOSE
+        finally:
+            self.last_active = time.monotonic()
+
+    def _receive_ready(self) -> bool:
+        """Take what has arrived, without waiting; False when the client has closed the connection."""
+        try:
+            data = self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing new: what is buffered is all there is
+        if not data:
+            return False
+        self.buffer += data
+        return True
+
+    def _handle_failure(self, error: BaseException) -> None:
+        if isinstance(error, ConnectionClosed):
+            return
+        if isinstance(error, gunicorn_http.errors.NoMoreData):
+            self.worker.log.debug("Ignored premature client disconnection. %s", error)
+        elif isinstance(error, StopIteration):
+            self.worker.log.debug("Closing connection. %s", error)
+        elif isinstance(error, ssl.SSLError):
+            if error.args[0] != ssl.SSL_ERROR_EOF:
+                self.worker.log.debug("Error processing SSL request.")
+                self._answer_error(error)
+        elif isinstance(error, OSError):
+            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+                self.worker.log.exception("Socket error processing request.")
+        else:
+            self._answer_error(error)
+
+    def close(self, outcome: Outcome) -> None:
+        """Close now; gracefully (``util.close_graceful``, which may wait up to 2 s) from a thread of its own."""
+        if outcome is Outcome.CLOSE_GRACEFULLY:
+            util.close_graceful(self.sock)
+        else:
+            util.close(self.sock)
+
+    def half_close(self, linger: float) -> bool:
+        """RFC 9112 section 9.6 without waiting: send FIN now, drain and close later; False if it is closed now."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            util.close(self.sock)
+            return False
+        self.closing_until = time.monotonic() + linger
+        return not self.drain()
+
+    def drain(self, max_drain: int = 65536) -> bool:
+        """Read and drop what the client still sends; True once the connection is closed (EOF or too much)."""
+        drained = 0
+        while drained < max_drain:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                break
+            if not data:
+                break
+            drained += len(data)
+        util.close(self.sock)
+        return True
 
     def serve(self) -> None:
         """Serve requests until the client or HTTP ends the connection; never raises."""
@@ -236,30 +353,14 @@ class ClientConnection:
             while True:
                 if not self.buffer and not self._receive(waiting=True):
                     break
-                if self.worker.short_path:
-                    keep_alive = self._serve_short_path()
-                else:
-                    keep_alive = None
+                keep_alive = self._serve_short_path(blocking=True) if self.worker.short_path else None
                 if keep_alive is None:
                     keep_alive = self._serve_with_gunicorn()
                 if not keep_alive:
                     graceful = True
                     break
-        except ConnectionClosed:
-            pass
-        except gunicorn_http.errors.NoMoreData as error:
-            self.worker.log.debug("Ignored premature client disconnection. %s", error)
-        except StopIteration as error:
-            self.worker.log.debug("Closing connection. %s", error)
-        except ssl.SSLError as error:
-            if error.args[0] != ssl.SSL_ERROR_EOF:
-                self.worker.log.debug("Error processing SSL request.")
-                self._answer_error(error)
-        except OSError as error:
-            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
-                self.worker.log.exception("Socket error processing request.")
         except Exception as error:
-            self._answer_error(error)
+            self._handle_failure(error)
         finally:
             if graceful and not self._closed_by_worker:
                 util.close_graceful(self.sock)
@@ -316,14 +417,18 @@ class ClientConnection:
 
     # -- the short path
 
-    def _serve_short_path(self) -> bool | None:
-        """Serve the next request if it is a plain one; None hands it, untouched, to gunicorn's path."""
-        head = self._parse_head()
-        if head is None:
-            return None
-        built = self._environ(head)
-        if built is None:
-            return None
+    def _serve_short_path(self, *, blocking: bool) -> Any:
+        """Serve the next request if it is a plain one; None hands it, untouched, to gunicorn's path.
+
+        Not ``blocking``, a request that has not fully arrived is :data:`INCOMPLETE`: it waits in the
+        buffer. The result is otherwise whether the connection stays open.
+        """
+        head = self._parse_head(blocking)
+        if head is None or head is INCOMPLETE:
+            return head
+        built = self._environ(head, blocking)
+        if built is None or built is INCOMPLETE:
+            return built
         req, environ, body_end = built
         self.buffer = self.buffer[body_end:]
         self.requests += 1
@@ -332,7 +437,7 @@ class ClientConnection:
             environ["wsgi.early_hints"] = _make_early_hints_callback(req, self.sock, resp)
         return self._respond(req, resp, environ)
 
-    def _parse_head(self) -> dict[str, Any] | None:
+    def _parse_head(self, blocking: bool) -> Any:
         limits = self.worker.limits
         cfg = self.cfg
         assert gunicorn_h1c is not None
@@ -351,6 +456,8 @@ class ClientConnection:
             except gunicorn_h1c.IncompleteError:
                 if len(self.buffer) > limits.head:
                     return None  # gunicorn answers 431
+                if not blocking:
+                    return INCOMPLETE
                 last = len(self.buffer)
                 if not self._receive():
                     if self.buffer:
@@ -359,7 +466,7 @@ class ClientConnection:
             except gunicorn_h1c.ParseError:
                 return None  # gunicorn's parser refuses it with its own 4xx answer
 
-    def _environ(self, head: dict[str, Any]) -> tuple[ShortPathRequest, dict[str, Any], int] | None:
+    def _environ(self, head: dict[str, Any], blocking: bool) -> Any:
         """The WSGI environ of a plain request, as ``gunicorn.http.wsgi.create`` builds it; None if not plain."""
         if self.buffer[:2] == b"\r\n":
             return None
@@ -421,6 +528,8 @@ class ClientConnection:
         body_start = head["consumed"]
         body_end = body_start + length
         while len(self.buffer) < body_end:
+            if not blocking:
+                return INCOMPLETE
             if not self._receive():
                 raise ConnectionClosed()
         body = io.BytesIO(self.buffer[body_start:body_end])
@@ -476,8 +585,6 @@ class ClientConnection:
         worker = self.worker
         cfg = self.cfg
         self._current = req
-        # One request at a time runs in this process (app.serving.run_slot); taken once the request is read.
-        worker.slot.acquire()
         try:
             cfg.pre_request(worker, req)
             request_start = datetime.now()
@@ -514,7 +621,6 @@ class ClientConnection:
                 cfg.post_request(worker, req, environ, resp)
             except Exception:
                 worker.log.exception("Exception in post_request hook")
-            worker.slot.release()
         self._current = None
         return not resp.should_close()
 

@@ -1,24 +1,26 @@
-"""One request at a time runs Python code in a worker process; the others wait their turn outside the GIL.
+"""The worker's run slot: the one thread that serves connections, and how it passes that job on.
 
-CPython hands its GIL over whenever the holder makes a blocking system call:
-every socket read and write, every log line, every poll of an event loop. With a
-dozen request threads waiting for it, each of those is a futex wake and two
-context switches, and a request's work is cut into slices interleaved with the
-others'. Measured with strace under the benchmark's load (16 connections, 2
-workers): about 26 futex calls per request with free-for-all threads, 12 with
-turns; the SDK's own asyncio server makes none.
+CPython runs one thread at a time, and hands its GIL over whenever the holder
+makes a blocking system call: every socket read and write, every log line, every
+poll. With a thread per connection all wanting the GIL, each of those is a futex
+wake and two context switches, and each request is cut into slices interleaved
+with the others' (strace under the benchmark's load: about 26 futex calls per
+request; the SDK's own asyncio server makes none). So a worker process has one
+serving thread at a time, the holder of this slot: it polls every idle
+connection, reads what arrives, runs each request to its end and writes the
+answer, like an event loop, and the other threads sleep on the slot's lock
+without wanting the GIL at all.
 
-A request takes the slot once it has been read and gives it back once its answer
-and log lines are written. It also gives it back whenever it waits: the bridge's
-event loop has nothing to run (a tool awaiting I/O or a timer, a stream waiting
-for its next event), or a stateful request waits for the loop thread. Waiting for
-a turn is a plain blocking lock acquisition: no polling, no wake-ups.
-
-A request that blocks where nobody can see it (a sync tool calling a slow
-service, a slow client) must not hold the others back: the worker's main thread
-calls :meth:`RunSlot.overtake` every ``patience`` seconds, and a turn that has
-lasted longer is overtaken, the slot passes to the next request, and the one
-that was overtaken goes on without a slot, as every request would without turns.
+A request that has to wait must not keep the others waiting: the bridge's event
+loop with nothing to run (a tool awaiting I/O or a timer, a stream between two
+events), a stateful request waiting for the loop thread, gunicorn's own blocking
+request parser. There the serving thread calls :func:`released` (or
+:meth:`RunSlot.step_aside`): the slot passes to a sleeping thread, which takes
+over the polling, and the waiting request goes on in its own thread, outside the
+slot, until it has been answered. A request that blocks where nobody can see it
+(a sync tool calling a slow service, a slow client) is overtaken: the worker's
+main thread calls :meth:`RunSlot.overtake` every ``patience`` seconds and hands the
+slot on when one request has held it that long.
 
 Only the connection worker has a slot (:func:`install`); elsewhere (gthread,
 uWSGI, ``flask run``) :func:`released` does nothing.
@@ -29,60 +31,75 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 
 PATIENCE = 0.020
-NOT_STARTED = float("inf")  # no turn has started: nothing to overtake
+NOT_BUSY = float("inf")
 
 
 class RunSlot:
-    """A lock taken by request threads around their work, that a watchdog may pass on."""
+    """A lock held by the serving thread; passed on when it waits, or by the watchdog when it is stuck."""
 
-    def __init__(self, patience: float = PATIENCE) -> None:
+    def __init__(self, patience: float = PATIENCE, on_pass: Callable[[], None] | None = None) -> None:
+        """``on_pass`` is called whenever the slot is passed on (the worker makes sure a thread takes it)."""
         self.patience = patience
-        self._lock = threading.Lock()  # held by the current turn; any thread may release a Lock
-        self._books = threading.Lock()  # guards the turn bookkeeping, never held while blocking
-        self._turn = 0
-        self._started = NOT_STARTED
-        self._holding = threading.local()
-        self.overtaken = 0  # turns passed on by the watchdog
+        self._on_pass = on_pass
+        self._lock = threading.Lock()  # held by the serving thread; any thread may release a Lock
+        self._books = threading.Lock()  # guards the bookkeeping below, never held while blocking
+        self._term = 0  # counts the terms of office, so a thread can tell whether the slot is still its own
+        self._busy_since = NOT_BUSY
+        self._mine = threading.local()
+        self.overtaken = 0  # terms ended by the watchdog
 
-    def held(self) -> bool:
-        """Whether the calling thread has the current turn."""
-        return getattr(self._holding, "turn", None) == self._turn and self._lock.locked()
-
-    def acquire(self) -> None:
-        """Wait for this thread's turn."""
+    def take(self) -> None:
+        """Wait until the calling thread holds the slot."""
         self._lock.acquire()
         with self._books:
-            self._turn += 1
-            self._started = time.monotonic()
-            self._holding.turn = self._turn
+            self._term += 1
+            self._busy_since = NOT_BUSY
+            self._mine.term = self._term
 
-    def release(self) -> None:
-        """End this thread's turn, unless it was overtaken (the slot is someone else's then)."""
+    def holds(self) -> bool:
+        """Whether the calling thread holds the slot."""
+        return getattr(self._mine, "term", None) == self._term
+
+    def busy(self) -> None:
+        """The holder starts on a request: from now on the watchdog times it."""
+        if self.holds():
+            self._busy_since = time.monotonic()
+
+    def idle(self) -> None:
+        """The holder is back to polling."""
+        if self.holds():
+            self._busy_since = NOT_BUSY
+
+    def step_aside(self) -> bool:
+        """Pass the slot on if the calling thread holds it; True if it did."""
         with self._books:
-            if getattr(self._holding, "turn", None) != self._turn or not self._lock.locked():
-                self._holding.turn = None
-                return
-            self._holding.turn = None
-            self._turn += 1  # no one's turn until the next acquire
-            self._started = NOT_STARTED
-            self._lock.release()
+            if getattr(self._mine, "term", None) != self._term:
+                return False
+            self._end_term()
+        if self._on_pass is not None:
+            self._on_pass()
+        return True
 
     def overtake(self, now: float | None = None) -> bool:
-        """Pass the slot on if the current turn has lasted ``patience`` seconds; True if it did."""
+        """Pass the slot on if its holder has been on one request ``patience`` seconds; True if it did."""
         with self._books:
-            if (
-                not self._lock.locked()
-                or (now if now is not None else time.monotonic()) - self._started < self.patience
-            ):
+            started = self._busy_since
+            if (now if now is not None else time.monotonic()) - started < self.patience:
                 return False
-            self._turn += 1  # the holder's release is now a no-op
-            self._started = NOT_STARTED
             self.overtaken += 1
-            self._lock.release()
-            return True
+            self._end_term()
+        if self._on_pass is not None:
+            self._on_pass()
+        return True
+
+    def _end_term(self) -> None:
+        self._term += 1  # the former holder's holds() is False from now on
+        self._busy_since = NOT_BUSY
+        self._lock.release()
 
 
 _installed: RunSlot | None = None
@@ -94,15 +111,19 @@ def install(slot: RunSlot | None) -> None:
     _installed = slot
 
 
+def holding() -> bool:
+    """Whether the calling thread is a worker's serving thread (holds its slot)."""
+    slot = _installed
+    return slot is not None and slot.holds()
+
+
 @contextlib.contextmanager
 def released() -> Iterator[None]:
-    """Give the calling thread's turn back while it waits; wait for a new one afterwards."""
+    """Around a wait in a request: the other connections are served meanwhile, by another thread.
+
+    The request goes on, after the wait, in its own thread outside the slot.
+    """
     slot = _installed
-    if slot is None or not slot.held():
-        yield
-        return
-    slot.release()
-    try:
-        yield
-    finally:
-        slot.acquire()
+    if slot is not None:
+        slot.step_aside()
+    yield

@@ -63,3 +63,28 @@ def test_only_the_named_atoms_are_computed(monkeypatch: pytest.MonkeyPatch) -> N
     logger = AccessLogger(cfg)
     atoms = logger.atoms(Response(), Request(), ENVIRON, timedelta(microseconds=5000))
     assert sorted(atoms) == ["B", "H", "M", "U", "a", "h", "m", "p", "s"]
+
+
+@pytest.mark.parametrize(
+    "access_format",
+    [SHIPPED, EVERY_ATOM, '%(h)s "%(r)s" 100%% done %(s)s', "%(h)-15s %(s)s %(B)d"],
+    ids=["shipped", "every atom", "a literal percent", "other conversions (gunicorn formats them)"],
+)
+def test_the_same_lines_in_the_file_as_gunicorn(
+    access_format: str, tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = {}
+    for logger_class in (Logger, AccessLogger):
+        cfg = Config()
+        path = tmp_path / f"{logger_class.__name__}.log"  # type: ignore[operator]
+        cfg.set("accesslog", str(path))
+        cfg.set("access_log_format", access_format)
+        logger = logger_class(cfg)
+        monkeypatch.setattr(logger, "now", lambda: "[02/Dec/2026:01:02:03 +0000]")
+        for _ in range(2):
+            logger.access(Response(), Request(), ENVIRON, timedelta(seconds=1, microseconds=2345))
+        for handler in list(logger.access_log.handlers) + list(logger.error_log.handlers):
+            handler.close()
+        written[logger_class.__name__] = path.read_text()
+    assert written["AccessLogger"] == written["Logger"]
+    assert written["Logger"].count("\n") == 2

@@ -252,3 +252,14 @@ def test_a_stream_that_starts_empty_sends_its_head_at_once(servers: dict[str, Se
 def test_an_app_failing_in_the_middle_ends_the_connection(servers: dict[str, Served]) -> None:
     ours, theirs = both(servers, b"GET /fail-late HTTP/1.1\r\n" + HOST + b"\r\n")
     assert ours == theirs == "closed"
+
+
+def test_the_date_header_is_the_current_time(servers: dict[str, Served]) -> None:
+    """The worker formats it once a second instead of for every answer; it stays right."""
+    from email.utils import parsedate_to_datetime
+
+    for _ in range(3):
+        [answer] = exchange(servers["ours"].port, CASES["get with a query"])  # type: ignore[misc]
+        sent = parsedate_to_datetime(answer.header("date") or "")
+        assert abs(time.time() - sent.timestamp()) < 2
+        time.sleep(0.6)

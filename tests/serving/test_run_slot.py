@@ -17,69 +17,63 @@ from tests.serving.test_http11 import serve
 from tests.support.raw_http import Reader
 
 
-def test_turns_are_taken_one_at_a_time() -> None:
-    slot = RunSlot()
-    slot.acquire()
-    assert slot.held()
+def test_one_thread_holds_the_slot_and_passes_it_on() -> None:
+    passed: list[str] = []
+    slot = RunSlot(on_pass=lambda: passed.append("passed"))
+    slot.take()
+    assert slot.holds()
     order: list[str] = []
 
-    def second() -> None:
+    def other() -> None:
         order.append("waiting")
-        slot.acquire()
-        order.append("running")
-        slot.release()
+        slot.take()
+        order.append("holding")
 
-    thread = threading.Thread(target=second)
+    thread = threading.Thread(target=other)
     thread.start()
     time.sleep(0.1)
     assert order == ["waiting"]
-    slot.release()
+    assert slot.step_aside() is True
     thread.join(5)
-    assert order == ["waiting", "running"] and not slot.held()
+    assert order == ["waiting", "holding"]
+    assert not slot.holds()  # this thread goes on without it
+    assert slot.step_aside() is False  # nothing to pass on: it is not this thread's
+    assert passed == ["passed"]
 
 
-def test_a_turn_that_lasts_too_long_is_overtaken() -> None:
-    slot = RunSlot(patience=0.05)
-    slot.acquire()
+def test_a_holder_busy_too_long_is_overtaken() -> None:
+    passed: list[str] = []
+    slot = RunSlot(patience=0.05, on_pass=lambda: passed.append("passed"))
+    slot.take()
+    assert slot.overtake() is False  # polling, not busy: nothing to time
+    slot.busy()
     assert slot.overtake() is False  # not long enough yet
-    entered = threading.Event()
-    waiter = threading.Thread(target=lambda: (slot.acquire(), entered.set()))
-    waiter.start()
-    assert not entered.wait(0.1)
+    time.sleep(0.06)
+    taken = threading.Event()
+    thread = threading.Thread(target=lambda: (slot.take(), taken.set()))
+    thread.start()
     assert slot.overtake() is True
-    assert entered.wait(5)
-    waiter.join(5)
-    assert slot.overtaken == 1
-    assert not slot.held()  # this thread's turn is over...
-    slot.release()  # ...so its release is a no-op, and the waiter's turn goes on
-    assert slot._lock.locked()
+    assert taken.wait(5)
+    thread.join(5)
+    assert (slot.overtaken, passed) == (1, ["passed"])
+    assert not slot.holds()
+    assert slot.step_aside() is False  # overtaken: its own stepping aside is a no-op
 
 
-def test_nothing_to_overtake_between_turns() -> None:
-    slot = RunSlot(patience=0.0)
-    assert slot.overtake() is False
-    slot.acquire()
-    slot.release()
-    assert slot.overtake() is False
-
-
-def test_released_gives_the_turn_back_while_waiting_and_takes_a_new_one() -> None:
+def test_released_passes_the_slot_on_for_the_wait() -> None:
     slot = RunSlot()
     run_slot.install(slot)
     try:
-        slot.acquire()
-        other: list[str] = []
+        slot.take()
+        other = threading.Event()
+        thread = threading.Thread(target=lambda: (slot.take(), other.set()))
+        thread.start()
         with run_slot.released():
-            assert not slot.held()
-            thread = threading.Thread(target=lambda: (slot.acquire(), other.append("ran"), slot.release()))
-            thread.start()
-            thread.join(5)
-        assert other == ["ran"]
-        assert slot.held()
-        slot.release()
-        with run_slot.released():  # a thread without a turn has nothing to give back
-            assert not slot.held()
-        assert not slot.held()
+            assert other.wait(5)  # another thread serves meanwhile
+        assert not slot.holds()  # and the request goes on outside the slot
+        thread.join(5)
+        with run_slot.released():  # a thread without the slot has nothing to pass on
+            pass
     finally:
         run_slot.install(None)
 

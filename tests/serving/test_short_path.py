@@ -54,7 +54,7 @@ def take(worker: ConnectionWorker, pair: tuple[socket.socket, socket.socket], da
     connection = ClientConnection(worker, server, ("127.0.0.1", 40000), ("127.0.0.1", 8000))
     connection._prepare_socket()
     assert connection._receive()
-    taken = connection._serve_short_path()
+    taken = connection._serve_short_path(blocking=True)
     if taken is None:
         # Declined: everything read so far is still there, from the first byte, for gunicorn's parser.
         assert connection.buffer and data.startswith(connection.buffer)

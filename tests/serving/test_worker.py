@@ -6,17 +6,35 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.serving.test_http11 import HOST
 from tests.serving.test_http11 import WORKER
+from tests.serving.test_http11 import Served
 from tests.serving.test_http11 import serve
 from tests.support.load import children
 from tests.support.raw_http import Reader
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Start the worker under gunicorn with these options; stopped at the end of the test, whatever happened."""
+    started: list[Served] = []
+
+    def starter(*options: str) -> Served:
+        served = serve(WORKER, tmp_path, *options)
+        started.append(served)
+        return served
+
+    yield starter
+    for served in started:
+        served.process.stop()
 
 
 def connect(port: int) -> socket.socket:
@@ -30,8 +48,8 @@ def get(sock: socket.socket, path: str) -> tuple[int, dict[str, str], bytes]:
     return answer.status, dict(answer.headers), answer.body
 
 
-def test_sigterm_closes_idle_connections_and_exits(tmp_path: Path) -> None:
-    served = serve(WORKER, tmp_path, "--keep-alive", "30")
+def test_sigterm_closes_idle_connections_and_exits(start: Callable[..., Served]) -> None:
+    served = start("--keep-alive", "30")
     idle = connect(served.port)
     assert get(idle, "/")[0] == 200
     started = time.monotonic()
@@ -41,11 +59,10 @@ def test_sigterm_closes_idle_connections_and_exits(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     assert idle.recv(1) == b""
     idle.close()
-    served.process.stop()
 
 
-def test_sigterm_lets_a_stream_finish_and_answers_late_requests_with_close(tmp_path: Path) -> None:
-    served = serve(WORKER, tmp_path, "--keep-alive", "30", "--graceful-timeout", "20")
+def test_sigterm_lets_a_stream_finish_and_answers_late_requests_with_close(start: Callable[..., Served]) -> None:
+    served = start("--keep-alive", "30", "--graceful-timeout", "20")
     streaming = connect(served.port)
     streaming.sendall(b"GET /stream?8 HTTP/1.1\r\n" + HOST + b"\r\n")
     first = streaming.recv(65536)
@@ -66,33 +83,30 @@ def test_sigterm_lets_a_stream_finish_and_answers_late_requests_with_close(tmp_p
     assert served.process.process.wait(15) == 0
     streaming.close()
     kept.close()
-    served.process.stop()
 
 
-def test_the_heartbeat_goes_on_while_a_long_request_runs(tmp_path: Path) -> None:
+def test_the_heartbeat_goes_on_while_a_long_request_runs(start: Callable[..., Served]) -> None:
     """gunicorn kills a worker that misses its heartbeat for ``timeout`` seconds; a 3 s stream must not."""
-    served = serve(WORKER, tmp_path, "--timeout", "1")
+    served = start("--timeout", "1")
     worker_before = children(served.process.pid)
     with connect(served.port) as sock:
         status, _, body = get(sock, "/stream?15")
     assert status == 200 and body.count(b"event ") == 15
     assert children(served.process.pid) == worker_before
-    served.process.stop()
 
 
-def test_max_requests_restarts_the_worker_without_failing_a_request(tmp_path: Path) -> None:
-    served = serve(WORKER, tmp_path, "--max-requests", "3")
+def test_max_requests_restarts_the_worker_without_failing_a_request(start: Callable[..., Served]) -> None:
+    served = start("--max-requests", "3")
     workers_seen = set()
     for number in range(10):
         with connect(served.port) as sock:
             assert get(sock, f"/{number}")[0] == 200
         workers_seen |= set(children(served.process.pid))
     assert len(workers_seen) >= 3
-    served.process.stop()
 
 
-def test_connections_beyond_worker_connections_wait_their_turn(tmp_path: Path) -> None:
-    served = serve(WORKER, tmp_path, "--worker-connections", "1", "--keep-alive", "30")
+def test_connections_beyond_worker_connections_wait_their_turn(start: Callable[..., Served]) -> None:
+    served = start("--worker-connections", "1", "--keep-alive", "30")
     first = connect(served.port)
     assert get(first, "/")[0] == 200
     answered = threading.Event()
@@ -108,14 +122,12 @@ def test_connections_beyond_worker_connections_wait_their_turn(tmp_path: Path) -
     first.close()
     assert answered.wait(5)
     thread.join(5)
-    served.process.stop()
 
 
-def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(tmp_path: Path) -> None:
-    served = serve(WORKER, tmp_path, "--keep-alive", "1")
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(start: Callable[..., Served]) -> None:
+    served = start("--keep-alive", "1")
     with connect(served.port) as sock:
         assert get(sock, "/")[0] == 200
         started = time.monotonic()
         assert sock.recv(1) == b""
         assert 0.8 < time.monotonic() - started < 3
-    served.process.stop()
