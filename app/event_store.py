@@ -1,0 +1,276 @@
+"""Resumable streams: the SDK's ``EventStore``, in memory or in Redis, one session's events per view.
+
+MCP 2025-11-25, Streamable HTTP, Resumability and Redelivery: "Servers MAY attach
+an id field to their SSE events ... If the client wishes to resume after a
+disconnected connection, it SHOULD issue an HTTP GET to the MCP endpoint, and
+include the Last-Event-ID header"; the server "MAY use this header to replay
+messages that would have been sent after the last event ID, on the stream that
+was disconnected, and to resume the stream from that point", and it "MUST NOT
+replay messages that would have been delivered on a different stream". The
+``Last-Event-ID`` header itself is the HTML standard's (Server-sent events,
+9.2.4).
+
+The SDK stores every message of a stateful session through one ``EventStore``
+shared by all sessions, keyed by stream ids that are unique only within one
+session (the JSON-RPC request id of a POST, ``_GET_stream`` for the standalone
+stream): two sessions' request ``1`` would share a stream, and a client could
+replay another session's events by presenting their id. So the stores here are
+never handed to the SDK directly: every session transport gets a
+:class:`SessionEventStore`, a view that gives each of its streams a name nobody
+else's can have and replays only events of streams it named itself.
+
+Bounds, so that no client can make the store grow without limit: at most
+``max_events`` events per stream (the oldest go first), none older than
+``max_age`` seconds, and in memory at most :data:`MAX_TOTAL_EVENTS` in all (the
+least recently written streams go first). A client that comes back later than
+that gets what is left after its last event, or nothing.
+
+Redis (``MCP_EVENT_STORE=redis://...``) keeps one Redis stream per MCP stream,
+trimmed to ``max_events`` and expiring ``max_age`` after its last event. A Redis
+failure never fails a session: the event still goes out live and is logged as
+not stored; Redis is not tried again for :data:`RETRY_AFTER` seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import mcp_types as types
+from mcp.server.streamable_http import EventCallback
+from mcp.server.streamable_http import EventId
+from mcp.server.streamable_http import EventMessage
+from mcp.server.streamable_http import EventStore
+from mcp.server.streamable_http import StreamId
+
+if TYPE_CHECKING:
+    from mcp_types import JSONRPCMessage
+    from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+# An event id is "<stream>:<position>"; positions never contain ":" (a number, or Redis's "<ms>-<seq>").
+SEPARATOR = ":"
+MAX_TOTAL_EVENTS = 100_000
+REDIS_KEY_PREFIX = "flask-mcp:events:"
+REDIS_TIMEOUT = 1.0
+RETRY_AFTER = 5.0
+Clock = Callable[[], float]
+
+
+def split_event_id(event_id: str) -> tuple[str, str] | None:
+    stream, separator, position = event_id.rpartition(SEPARATOR)
+    return (stream, position) if separator and stream and position else None
+
+
+@dataclass
+class _Stream:
+    events: deque[tuple[int, float, JSONRPCMessage | None]]
+    last: int = 0
+
+
+class MemoryEventStore(EventStore):
+    """Events in this process's memory: one bounded deque per stream, streams in least recently written order.
+
+    Runs on the stateful event loop only, so it needs no lock.
+    """
+
+    def __init__(
+        self, *, max_events: int, max_age: float, max_total: int = MAX_TOTAL_EVENTS, clock: Clock = time.monotonic
+    ) -> None:
+        self.max_events = max_events
+        self.max_age = max_age
+        self.max_total = max_total
+        self._clock = clock
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        """Events held, in all streams."""
+        return self._total
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        now = self._clock()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _Stream(deque())
+        else:
+            self._streams.move_to_end(stream_id)
+        stream.last += 1
+        if len(stream.events) >= self.max_events:
+            stream.events.popleft()
+        else:
+            self._total += 1
+        stream.events.append((stream.last, now, message))
+        self._expire(now)
+        return f"{stream_id}{SEPARATOR}{stream.last}"
+
+    def _expire(self, now: float) -> None:
+        """Drop streams idle for longer than max_age, then the least recently written beyond the total bound."""
+        while self._streams:
+            stream_id, stream = next(iter(self._streams.items()))
+            if now - stream.events[-1][1] <= self.max_age and self._total <= self.max_total:
+                break
+            del self._streams[stream_id]
+            self._total -= len(stream.events)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        parts = split_event_id(last_event_id)
+        if parts is None or not parts[1].isdigit():
+            return None
+        stream_id, position = parts[0], int(parts[1])
+        stream = self._streams.get(stream_id)
+        if stream is None or position > stream.last:
+            return None
+        oldest = self._clock() - self.max_age
+        for number, stored, message in list(stream.events):  # a copy: events may be added while we send
+            if number > position and stored >= oldest and message is not None:
+                await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        return stream_id
+
+
+class RedisEventStore(EventStore):
+    """Events in Redis: one Redis stream per MCP stream (XADD with an exact MAXLEN, PEXPIRE for the age).
+
+    Positions are Redis's own entry ids; each entry carries the message (empty
+    for a priming event) and the time it was stored, so a replay skips what is
+    older than ``max_age`` even while the key lives on.
+    """
+
+    def __init__(self, client: Redis, *, max_events: int, max_age: float, clock: Clock = time.time) -> None:
+        self.client = client
+        self.max_events = max_events
+        self.max_age = max_age
+        self._clock = clock
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, *, max_events: int, max_age: float) -> RedisEventStore:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        return cls(client, max_events=max_events, max_age=max_age)
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, doing: str, error: Exception) -> None:
+        self._down_until = time.monotonic() + RETRY_AFTER
+        logger.warning(
+            "event store: Redis failed while %s (%s: %s); events go out live but are not stored for %.0f s",
+            doing,
+            type(error).__name__,
+            error,
+            RETRY_AFTER,
+        )
+
+    def _unstored(self, stream_id: str) -> str:
+        """The id of an event Redis did not take: a position of now, so a replay from it sends what came later."""
+        return f"{stream_id}{SEPARATOR}{int(self._clock() * 1000)}-0"
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        if not self._available():
+            return self._unstored(stream_id)
+        key = REDIS_KEY_PREFIX + stream_id
+        data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(key, {"m": data, "t": repr(self._clock())}, maxlen=self.max_events, approximate=False)
+                pipe.pexpire(key, int(self.max_age * 1000))
+                entry, _ = await pipe.execute()
+        except Exception as error:  # any failure of Redis or of the way there
+            self._failed("storing an event", error)
+            return self._unstored(stream_id)
+        return f"{stream_id}{SEPARATOR}{entry.decode()}"
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        parts = split_event_id(last_event_id)
+        if parts is None or not _is_entry_id(parts[1]):
+            return None
+        stream_id, position = parts
+        if not self._available():
+            return stream_id
+        try:
+            entries = await self.client.xrange(REDIS_KEY_PREFIX + stream_id, min="(" + position, count=self.max_events)
+        except Exception as error:
+            self._failed("replaying events", error)
+            return stream_id
+        oldest = self._clock() - self.max_age
+        for entry, fields in entries:
+            if not fields.get(b"m") or float(fields.get(b"t", b"0")) < oldest:
+                continue
+            message = types.jsonrpc_message_adapter.validate_json(fields[b"m"], by_name=False)
+            await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{entry.decode()}"))
+        return stream_id
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _is_entry_id(position: str) -> bool:
+    milliseconds, dash, sequence = position.partition("-")
+    return bool(dash) and milliseconds.isdigit() and sequence.isdigit()
+
+
+class SessionEventStore(EventStore):
+    """One session transport's view of the shared store: its streams, under names only it hands out.
+
+    Each SDK stream id (unique only within the session) is stored as
+    ``<scope>-<n>``, with a random ``scope`` per view. A ``Last-Event-ID`` is
+    replayed only if it names one of this view's own streams; anything else
+    (another session's event, a forged or stale id) replays nothing, exactly as
+    an unknown id. The names are forgotten ``max_age`` after their last use, as
+    the events themselves are.
+    """
+
+    def __init__(self, store: EventStore, *, max_age: float, clock: Clock = time.monotonic) -> None:
+        self.store = store
+        self.max_age = max_age
+        self.scope = secrets.token_hex(12)
+        self._clock = clock
+        self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()  # SDK stream -> (name, last used)
+        self._streams: dict[str, str] = {}  # name -> SDK stream
+        self._counter = itertools.count()
+
+    def _name(self, stream_id: StreamId) -> str:
+        now = self._clock()
+        known = self._names.pop(stream_id, None)
+        name = known[0] if known is not None else f"{self.scope}-{next(self._counter)}"
+        self._names[stream_id] = (name, now)
+        self._streams[name] = stream_id
+        while self._names:
+            oldest_stream, (oldest_name, used) = next(iter(self._names.items()))
+            if now - used <= self.max_age:
+                break
+            del self._names[oldest_stream]
+            self._streams.pop(oldest_name, None)
+        return name
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return await self.store.store_event(self._name(stream_id), message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        parts = split_event_id(last_event_id)
+        stream_id = self._streams.get(parts[0]) if parts is not None else None
+        if stream_id is None:
+            return None
+        self._name(stream_id)  # in use again: keep the name as long as its events
+        await self.store.replay_events_after(last_event_id, send_callback)
+        # The stream is this session's even when nothing is left to replay: the SDK then
+        # attaches the reconnected client to it, and whatever the request still sends arrives.
+        return stream_id
+
+
+def create_event_store(url: str, *, max_events: int, max_age: float) -> EventStore:
+    """The shared store MCP_EVENT_STORE names: ``memory://`` or a Redis URL."""
+    if url == "memory://":
+        return MemoryEventStore(max_events=max_events, max_age=max_age)
+    return RedisEventStore.from_url(url, max_events=max_events, max_age=max_age)
