@@ -47,6 +47,8 @@ from app.bridge.asgi_to_wsgi import client_socket
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
+from app.bridge.legacy_sse import legacy_paths
+from app.bridge.stateful import StatefulTransports
 from app.mcp_request import current_mcp_request
 
 if TYPE_CHECKING:
@@ -96,7 +98,16 @@ class MCPBridge:
         # Stateful sessions live in one manager; with MCP_JSON_RESPONSE every answer is JSON already.
         self.single_answer_path = not self.stateful and not json_response
 
+        # Stateful: Streamable HTTP (resumable), HTTP+SSE with MCP_LEGACY_SSE; see app.bridge.stateful.
+        self.stateful_transports = (
+            StatefulTransports(server._lowlevel_server, settings, max_body_bytes=MAX_BODY_BYTES)
+            if self.stateful
+            else None
+        )
+
         def manager(*, json: bool) -> StreamableHTTPSessionManager:
+            if self.stateful_transports is not None:
+                return self.stateful_transports.manager(json_response=json)
             return StreamableHTTPSessionManager(
                 app=server._lowlevel_server,
                 stateless=not self.stateful,
@@ -124,9 +135,11 @@ class MCPBridge:
         self.loop_thread.close()
 
     def _exchange(self, scope: Scope, body: bytes, user: AuthenticatedUser | None) -> Exchange:
-        if self.stateful:
+        if self.stateful_transports is not None:
             serving = self.loop_thread.serving
-            return ThreadedExchange(serving, serving.manager.handle_request, scope, body, handler_context(user))
+            rule = request.url_rule
+            app = self.stateful_transports.app_for(serving, rule.rule if rule is not None else None)
+            return ThreadedExchange(serving, app, scope, body, handler_context(user))
         pooled = self.loops.acquire()
         manager = pooled.managers[-1] if self.single_answer_path and self._single_answer() else pooled.manager
         return ASGIExchange(
@@ -246,4 +259,9 @@ def init_app(
             methods=["GET", "POST", "DELETE"],
             strict_slashes=False,
         )
+    if settings.legacy_sse:
+        # The 2024-11-05 HTTP+SSE transport (app.bridge.legacy_sse): the same view, hooks and bearer checks.
+        stream_path, messages_path = legacy_paths(settings.endpoint_path)
+        app.add_url_rule(stream_path, endpoint="mcp", view_func=bridge.handle, methods=["GET"])
+        app.add_url_rule(messages_path, endpoint="mcp", view_func=bridge.handle, methods=["POST"], strict_slashes=False)
     return bridge
