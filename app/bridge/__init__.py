@@ -26,6 +26,7 @@ tools taking a ``Context``, which may stream) takes the configured path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -123,10 +124,16 @@ class MCPBridge:
         self.loops = LoopPool(managers)
         self.loop_thread = LoopThread(managers)
 
-    def start_worker(self) -> None:
-        """Start serving in this process (gunicorn calls it after forking a worker)."""
-        if self.stateful:
-            _ = self.loop_thread.serving
+    def start_worker(self, stopping: Callable[[], bool] | None = None) -> None:
+        """Start serving in this process (gunicorn calls it after forking a worker).
+
+        ``stopping`` says when the worker has been told to stop (gunicorn: ``not worker.alive``);
+        stateful, the session streams are then ended instead of holding the stop up.
+        """
+        if self.stateful_transports is not None:
+            serving = self.loop_thread.serving
+            if stopping is not None:
+                self.stateful_transports.end_streams_when(serving, stopping)
         else:
             self.loops.release(self.loops.acquire())
 

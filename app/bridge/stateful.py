@@ -12,13 +12,26 @@ matched:
 
 each with the instance's name in its session ids when MCP_INSTANCE_NAME is set
 (:mod:`app.bridge.instance_routing`).
+
+A session's streams (an HTTP+SSE stream, a Streamable HTTP GET stream) stay
+open as long as the client keeps them; a worker told to stop would wait its
+whole graceful timeout for them. So the streams are kept in a set, and once
+the worker stops (gunicorn: ``worker.alive`` turns false) they are ended:
+clients see their stream close and come back to a running instance, while
+calls in flight finish within the graceful timeout as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
+
+import anyio
+from starlette.responses import Response
 
 from app.bridge.instance_routing import InstanceSessionIds
 from app.bridge.legacy_sse import LegacySSE
@@ -29,9 +42,18 @@ from app.event_store import create_event_store
 if TYPE_CHECKING:
     from mcp.server.lowlevel.server import Server
     from starlette.types import ASGIApp
+    from starlette.types import Receive
+    from starlette.types import Scope
+    from starlette.types import Send
 
     from app.bridge.event_loop import ServingLoop
     from app.settings import Settings
+
+
+logger = logging.getLogger(__name__)
+
+STOP_CHECK_INTERVAL = 0.25
+SHUTTING_DOWN = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "message": "The server is restarting"}}'
 
 
 class StatefulTransports:
@@ -46,6 +68,9 @@ class StatefulTransports:
         self._lock = threading.Lock()
         self._serving: ServingLoop | None = None
         self._apps: dict[str | None, ASGIApp] = {}
+        # The open session streams, each a cancel scope; touched on the loop thread only.
+        self._streams: set[anyio.CancelScope] = set()
+        self._stopping = False
 
     def manager(self, *, json_response: bool) -> ResumableSessionManager:
         """A session manager for a new serving loop, with an event store of its own unless MCP_EVENT_STORE=off."""
@@ -82,12 +107,45 @@ class StatefulTransports:
         streamable: ASGIApp = serving.manager.handle_request
         if self.session_ids is not None:
             streamable = self.session_ids.streamable_http(streamable)
-        apps: dict[str | None, ASGIApp] = {None: streamable}
+        apps: dict[str | None, ASGIApp] = {None: self._streams_held(streamable, methods=("GET",))}
         if self.legacy_rules is not None:
             stream_rule, messages_rule = self.legacy_rules
             legacy = LegacySSE(
                 self.server, messages_rule, max_body_bytes=self.max_body_bytes, session_ids=self.session_ids
             )
-            apps[stream_rule] = legacy.open_stream
+            apps[stream_rule] = self._streams_held(legacy.open_stream, methods=("GET",))
             apps[messages_rule] = legacy.post_message
         return apps
+
+    def _streams_held(self, app: ASGIApp, *, methods: tuple[str, ...]) -> ASGIApp:
+        """``app``, with the requests of ``methods`` (the ones that open a session stream) ended at a stop."""
+
+        async def held(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["method"] not in methods:
+                await app(scope, receive, send)
+                return
+            if self._stopping:
+                await Response(SHUTTING_DOWN, 503, {"Retry-After": "1"}, "application/json")(scope, receive, send)
+                return
+            with anyio.CancelScope() as stream:
+                self._streams.add(stream)
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    self._streams.discard(stream)
+
+        return held
+
+    def end_streams_when(self, serving: ServingLoop, stopping: Callable[[], bool]) -> None:
+        """Watch ``stopping`` on ``serving``'s loop; once it is true, end every open session stream."""
+
+        async def watch() -> None:
+            while not stopping():
+                await asyncio.sleep(STOP_CHECK_INTERVAL)
+            self._stopping = True
+            if self._streams:
+                logger.info("stopping: ending %d open session stream(s); their clients reconnect", len(self._streams))
+            for stream in list(self._streams):
+                stream.cancel()
+
+        serving.loop.call_soon_threadsafe(lambda: serving.loop.create_task(watch()))
