@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +300,76 @@ def test_the_legacy_urls_serve_nothing_else(legacy_server: RunningServer) -> Non
         {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "session_id is required"}},
     )
     assert json.loads(post_to_stream.text)["error"] == "method_not_allowed"
+
+
+def test_a_stopping_worker_ends_its_session_streams_and_lets_calls_finish(
+    issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGTERM: open streams end at once (their clients reconnect elsewhere), a running call completes, and the
+    process exits long before the graceful timeout those streams would otherwise have held it for."""
+    server = start_app(
+        issuer,
+        tmp_path_factory.mktemp("legacy-stop"),
+        workers=1,
+        MCP_STATEFUL="1",
+        MCP_LEGACY_SSE="1",
+        MCP_GRACEFUL_TIMEOUT="30",
+    )
+    token = server.token()
+    ended: dict[str, float] = {}
+    call_result: list[Any] = []
+
+    def hold(name: str, method: str, url: str, headers: dict[str, str], body: Any = None) -> None:
+        with httpx2.Client(timeout=40) as http, http.stream(method, url, headers=headers, json=body) as stream:
+            received = b"".join(stream.iter_raw())  # raises if the stream is cut instead of ended
+        ended[name] = time.monotonic()
+        if name == "call":
+            call_result.extend(line for line in received.decode().splitlines() if line.startswith("data: {"))
+
+    with httpx2.Client(timeout=10) as http:
+        opened = http.post(
+            server.url,
+            headers=request_headers("initialize", era="2025-11-25", token=token),
+            json=request_body(
+                "initialize",
+                {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "s", "version": "1"}},
+                era="2025-11-25",
+            ),
+        )
+    session = {
+        **bearer(token),
+        "Mcp-Session-Id": opened.headers["mcp-session-id"],
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    headers, body = call_tool("count_to", {"n": 10}, era="2025-11-25", token=token)
+    threads = [
+        threading.Thread(target=hold, args=("legacy", "GET", stream_url(server), bearer(token))),
+        threading.Thread(target=hold, args=("get", "GET", server.url, {**session, "Accept": "text/event-stream"})),
+        threading.Thread(
+            target=hold,
+            args=(
+                "call",
+                "POST",
+                server.url,
+                {**headers, "Mcp-Session-Id": session["Mcp-Session-Id"]},
+                json.loads(body),
+            ),
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.8)  # all three are open; the call is about a third done
+    stopped = time.monotonic()
+    server.process.process.send_signal(signal.SIGTERM)
+    exit_code = server.process.process.wait(20)
+    exited = time.monotonic() - stopped
+    for thread in threads:
+        thread.join(5)
+    log = server.process.log()
+    server.stop()
+    assert exit_code == 0, log
+    assert ended["legacy"] - stopped < 1.5 and ended["get"] - stopped < 1.5, ended
+    assert json.loads(call_result[-1][6:])["result"]["content"] == [{"type": "text", "text": "Counted to 10."}]
+    assert exited < 5, exited
+    assert "ending 2 open session stream(s)" in log
+    assert "Traceback" not in log
