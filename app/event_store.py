@@ -26,13 +26,15 @@ least recently written streams go first). A client that comes back later than
 that gets what is left after its last event, or nothing.
 
 Redis (``MCP_EVENT_STORE=redis://...``) keeps one Redis stream per MCP stream,
-trimmed to ``max_events`` and expiring ``max_age`` after its last event. A Redis
-failure never fails a session: the event still goes out live and is logged as
-not stored; Redis is not tried again for :data:`RETRY_AFTER` seconds.
+trimmed to ``max_events`` and expiring ``max_age`` after its last event, written
+behind the live events so that Redis never delays one. A Redis failure never
+fails a session: the events still go out live and are logged as not stored;
+Redis is not tried again for :data:`RETRY_AFTER` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -60,8 +62,11 @@ logger = logging.getLogger(__name__)
 SEPARATOR = ":"
 MAX_TOTAL_EVENTS = 100_000
 REDIS_KEY_PREFIX = "flask-mcp:events:"
-REDIS_TIMEOUT = 1.0
+REDIS_TIMEOUT = 2.0
 RETRY_AFTER = 5.0
+# Events waiting for Redis at most (beyond it newer ones are not stored), and how many go in one pipeline.
+MAX_PENDING = 10_000
+WRITE_BATCH = 256
 Clock = Callable[[], float]
 
 
@@ -138,11 +143,18 @@ class MemoryEventStore(EventStore):
 
 
 class RedisEventStore(EventStore):
-    """Events in Redis: one Redis stream per MCP stream (XADD with an exact MAXLEN, PEXPIRE for the age).
+    """Events in Redis: one Redis stream per MCP stream, written behind the live events.
 
-    Positions are Redis's own entry ids; each entry carries the message (empty
-    for a priming event) and the time it was stored, so a replay skips what is
-    older than ``max_age`` even while the key lives on.
+    An event's id is handed out at once (``<stream>:<n>``, ``n`` counted in this
+    process, where the stream's session lives) and the event goes out to the
+    client without waiting for Redis: a writer task on the same loop sends what
+    has been stored to Redis in order, in pipelined batches (XADD with the
+    explicit entry id ``0-<n>`` and an exact MAXLEN, then PEXPIRE for the age).
+    So Redis's latency never delays a stream, and a slow or absent Redis costs
+    only what it would have replayed. A replay first waits until everything
+    stored before it has been written. Each entry carries the message (empty for
+    a priming event) and the time it was stored: a replay skips what is older
+    than ``max_age`` even while the key lives on.
     """
 
     def __init__(self, client: Redis, *, max_events: int, max_age: float, clock: Clock = time.time) -> None:
@@ -151,6 +163,15 @@ class RedisEventStore(EventStore):
         self.max_age = max_age
         self._clock = clock
         self._down_until = 0.0
+        # Per stream, the last position handed out and when (monotonic); kept twice as long as the key lives,
+        # so that a stream's positions never start over while Redis still has its entries.
+        self._positions: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._pending: deque[tuple[str, int, bytes, float]] = deque()
+        self._queued = 0  # events ever queued for Redis
+        self._done = 0  # of those, written or given up on
+        self._progress: asyncio.Condition | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._dropping_since = 0.0
 
     @classmethod
     def from_url(cls, url: str, *, max_events: int, max_age: float) -> RedisEventStore:
@@ -172,34 +193,78 @@ class RedisEventStore(EventStore):
             RETRY_AFTER,
         )
 
-    def _unstored(self, stream_id: str) -> str:
-        """The id of an event Redis did not take: a position of now, so a replay from it sends what came later."""
-        return f"{stream_id}{SEPARATOR}{int(self._clock() * 1000)}-0"
+    def _position(self, stream_id: str) -> int:
+        now = time.monotonic()
+        known = self._positions.pop(stream_id, None)
+        position = (known[0] if known is not None else 0) + 1
+        self._positions[stream_id] = (position, now)
+        while self._positions:
+            oldest, (_, used) = next(iter(self._positions.items()))
+            if now - used <= 2 * self.max_age:
+                break
+            del self._positions[oldest]
+        return position
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
-        if not self._available():
-            return self._unstored(stream_id)
-        key = REDIS_KEY_PREFIX + stream_id
-        data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xadd(key, {"m": data, "t": repr(self._clock())}, maxlen=self.max_events, approximate=False)
-                pipe.pexpire(key, int(self.max_age * 1000))
-                entry, _ = await pipe.execute()
-        except Exception as error:  # any failure of Redis or of the way there
-            self._failed("storing an event", error)
-            return self._unstored(stream_id)
-        return f"{stream_id}{SEPARATOR}{entry.decode()}"
+        position = self._position(stream_id)
+        if self._available():
+            if len(self._pending) < MAX_PENDING:
+                data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+                self._pending.append((stream_id, position, data, self._clock()))
+                self._queued += 1
+                self._start_writer()
+            elif time.monotonic() - self._dropping_since > RETRY_AFTER:
+                self._dropping_since = time.monotonic()
+                logger.warning("event store: %d events wait for Redis; newer ones are not stored", MAX_PENDING)
+        return f"{stream_id}{SEPARATOR}{position}"
+
+    def _start_writer(self) -> None:
+        if self._progress is None:
+            self._progress = asyncio.Condition()
+        # A running writer takes what was queued meanwhile: it looks again after each batch.
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        """Write pending events to Redis until none is left."""
+        assert self._progress is not None
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), WRITE_BATCH))]
+            if self._available():
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for stream_id, position, data, stored in batch:
+                            key = REDIS_KEY_PREFIX + stream_id
+                            fields = {"m": data, "t": repr(stored)}
+                            pipe.xadd(key, fields, id=f"0-{position}", maxlen=self.max_events, approximate=False)
+                            pipe.pexpire(key, int(self.max_age * 1000))
+                        await pipe.execute()
+                except Exception as error:  # any failure of Redis or of the way there
+                    self._failed("storing events", error)
+            self._done += len(batch)
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def flush(self) -> None:
+        """Wait until every event stored so far is in Redis (or given up on)."""
+        target = self._queued
+        if self._done >= target or self._progress is None:
+            return
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= target)
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
         parts = split_event_id(last_event_id)
-        if parts is None or not _is_entry_id(parts[1]):
+        if parts is None or not parts[1].isdigit():
             return None
-        stream_id, position = parts
+        stream_id, position = parts[0], int(parts[1])
+        await self.flush()
         if not self._available():
             return stream_id
         try:
-            entries = await self.client.xrange(REDIS_KEY_PREFIX + stream_id, min="(" + position, count=self.max_events)
+            entries = await self.client.xrange(
+                REDIS_KEY_PREFIX + stream_id, min=f"(0-{position}", max="+", count=self.max_events
+            )
         except Exception as error:
             self._failed("replaying events", error)
             return stream_id
@@ -208,16 +273,18 @@ class RedisEventStore(EventStore):
             if not fields.get(b"m") or float(fields.get(b"t", b"0")) < oldest:
                 continue
             message = types.jsonrpc_message_adapter.validate_json(fields[b"m"], by_name=False)
-            await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{entry.decode()}"))
+            number = entry.decode().partition("-")[2]
+            await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
         return stream_id
 
     async def close(self) -> None:
+        """Write what is pending (for at most the Redis timeout), then let go of the connections."""
+        if self._writer is not None and not self._writer.done():
+            try:
+                await asyncio.wait_for(self.flush(), REDIS_TIMEOUT)
+            except TimeoutError:
+                self._writer.cancel()
         await self.client.aclose()
-
-
-def _is_entry_id(position: str) -> bool:
-    milliseconds, dash, sequence = position.partition("-")
-    return bool(dash) and milliseconds.isdigit() and sequence.isdigit()
 
 
 class SessionEventStore(EventStore):
