@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -63,69 +62,27 @@ _NO_CALLS = MCPRequest()
 
 
 def _begin() -> None:
-    ctx = g._get_current_object()  # type: ignore[attr-defined]
-    ctx.request_started = time.perf_counter()
-    offered = request.environ.get("HTTP_X_REQUEST_ID")
-    ctx.request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else _request_ids.next()
-
-
-def audit_record(status: int, duration_ms: float, ctx: Any = None, req: Any = None) -> dict[str, Any]:
-    """The facts of this request, for the audit line (``ctx`` and ``req``: flask.g and the request, if at hand)."""
-    if ctx is None:
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
-    if req is None:
-        req = request._get_current_object()  # type: ignore[attr-defined]
-    principal: Principal | None = ctx.get("principal")
-    # Only what the authentication hook already parsed: an unauthenticated or
-    # oversized body is never read for the log's sake.
-    mcp: MCPRequest = ctx.get("mcp_request") or _NO_CALLS
-    tool = target = None
-    for call in mcp.calls:
-        if call.target is not None:
-            if target is None:
-                target = call.target
-            if tool is None and call.method == "tools/call":
-                tool = call.target
-    record: dict[str, Any] = {
-        "time": _utc_timestamp(),
-        "request_id": ctx.get("request_id"),
-        "http_method": req.method,
-        "status": status,
-        "duration_ms": round(duration_ms, 2),
-        "issuer": principal.issuer if principal else None,
-        "sub": principal.sub if principal else None,
-        "client_id": principal.client_id if principal else None,
-        "jti": principal.claims.get("jti") if principal else None,
-        "method": mcp.method,
-        "tool": tool,
-        "target": target,
-        "client_address": req.remote_addr,
-    }
-    refusal: BearerError | None = ctx.get("auth_error")
-    if refusal is not None:
-        record["refusal"] = refusal.error or "no_token"
-        if refusal.scope is not None and refusal.status_code == 403:
-            record["scopes_required"] = list(refusal.scope)
-            record["scopes_granted"] = list(principal.scopes) if principal else []
-    return record
+    # The start of every request; app.metrics times tool calls from it too.
+    g.request_started = time.perf_counter()
 
 
 def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> None:
+    """Request ids on every response and, when ``enabled``, the audit line of every MCP request."""
+    lines = AuditLines()
     app.before_request_funcs.setdefault(None, []).insert(0, _begin)
 
     @app.after_request
     def finish(response: Response) -> Response:
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
-        request_id = ctx.get("request_id")
-        if request_id is not None:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        if enabled:
-            req = request._get_current_object()  # type: ignore[attr-defined]
-            if req.endpoint == mcp_endpoint:
-                started = ctx.get("request_started", time.perf_counter())
-                # Built now, while the request context exists; written when the last byte has gone out.
-                record = audit_record(response.status_code, 0.0, ctx, req)
-                response.call_on_close(lambda: _write(record, started))
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        offered = req.environ.get("HTTP_X_REQUEST_ID")
+        request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else _request_ids.next()
+        response.headers.add(REQUEST_ID_HEADER, request_id)  # no view sets it: add, not a search-and-replace
+        if enabled and req.endpoint == mcp_endpoint:
+            ctx = g._get_current_object()  # type: ignore[attr-defined]
+            head, tail = lines.line_around_duration(ctx, req, request_id, response.status_code)
+            started = ctx.get("request_started", time.perf_counter())
+            # Written when the last byte has gone out, so that a stream is timed to its end.
+            response.call_on_close(lambda: _write(head, tail, started))
         return response
 
 
@@ -148,31 +105,87 @@ class _SecondClock:
 _utc_timestamp = _SecondClock()
 # json.dumps with arguments builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_quote = json.encoder.encode_basestring_ascii
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+FRAGMENT_CACHE_SIZE = 1024
 
 
-def encode_record(record: dict[str, Any]) -> str:
-    """The record as compact JSON, exactly as ``json.dumps(record, separators=(",", ":"))`` writes it.
+def _json(value: object) -> str:
+    """One value as ``json.dumps(value, separators=(",", ":"))`` writes it."""
+    if value.__class__ is str:
+        return _quote(value)  # type: ignore[no-any-return]
+    return "null" if value is None else _encode(value)
 
-    The encoder's general machinery costs about 6 us for these few flat fields; strings
-    go through the same C escaping function json uses. Anything but strings, ints,
-    floats and None (the scopes of a step-up) takes the encoder.
+
+class AuditLines:
+    """The audit line of a request, as compact JSON, in the order of the fields in the module docstring.
+
+    It is the line ``json.dumps(record, separators=(",", ":"))`` would write for the
+    record, built without the generic encoder (about 6 us for these few fields): what
+    repeats from request to request, the caller (the verifier hands out one
+    :class:`Principal` per token) and the method and target, is encoded once and kept.
     """
-    parts = []
-    for key, value in record.items():
-        kind = value.__class__
-        if kind is str:
-            encoded = _quote(value)
-        elif value is None:
-            encoded = "null"
-        elif kind is int or (kind is float and math.isfinite(value)):
-            encoded = kind.__repr__(value)
-        else:
-            return _encode(record)
-        parts.append(f"{_quote(key)}:{encoded}")
-    return "{" + ",".join(parts) + "}"
+
+    def __init__(self, size: int = FRAGMENT_CACHE_SIZE) -> None:
+        self._size = size
+        self._callers: dict[int, tuple[Principal, str]] = {}
+        self._calls: dict[tuple[str | None, str | None, str | None], str] = {}
+
+    def _caller(self, principal: Principal | None) -> str:
+        if principal is None:
+            return '"issuer":null,"sub":null,"client_id":null,"jti":null'
+        cached = self._callers.get(id(principal))
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        part = (
+            f'"issuer":{_json(principal.issuer)},"sub":{_json(principal.sub)},'
+            f'"client_id":{_json(principal.client_id)},"jti":{_json(principal.claims.get("jti"))}'
+        )
+        if len(self._callers) >= self._size:
+            self._callers.clear()
+        # The principal is kept alive with its entry, so its id cannot be reused while the entry exists.
+        self._callers[id(principal)] = (principal, part)
+        return part
+
+    def _call(self, mcp: MCPRequest) -> str:
+        tool = target = None
+        for call in mcp.calls:
+            if call.target is not None:
+                if target is None:
+                    target = call.target
+                if tool is None and call.method == "tools/call":
+                    tool = call.target
+        key = (mcp.method, tool, target)
+        part = self._calls.get(key)
+        if part is None:
+            part = f'"method":{_json(mcp.method)},"tool":{_json(tool)},"target":{_json(target)}'
+            if len(self._calls) >= self._size:
+                self._calls.clear()
+            self._calls[key] = part
+        return part
+
+    def line_around_duration(self, ctx: Any, req: Any, request_id: str, status: int) -> tuple[str, str]:
+        """The line before and after the duration, which is known only when the answer has gone out.
+
+        ``ctx`` and ``req``: flask.g and the request.
+        """
+        principal: Principal | None = ctx.get("principal")
+        # Only what the authentication hook already parsed: an unauthenticated or
+        # oversized body is never read for the log's sake.
+        mcp: MCPRequest = ctx.get("mcp_request") or _NO_CALLS
+        head = (
+            f'{{"time":"{_utc_timestamp()}","request_id":{_quote(request_id)},'
+            f'"http_method":{_quote(req.method)},"status":{status:d},"duration_ms":'
+        )
+        tail = f',{self._caller(principal)},{self._call(mcp)},"client_address":{_json(req.remote_addr)}'
+        refusal: BearerError | None = ctx.get("auth_error")
+        if refusal is not None:
+            tail += f',"refusal":{_json(refusal.error or "no_token")}'
+            if refusal.scope is not None and refusal.status_code == 403:
+                granted = list(principal.scopes) if principal else []
+                tail += f',"scopes_required":{_encode(list(refusal.scope))},"scopes_granted":{_encode(granted)}'
+        return head, tail + "}"
 
 
-def _write(record: dict[str, Any], started: float) -> None:
-    record["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    write_line(audit_logger, logging.INFO, encode_record(record))
+def _write(head: str, tail: str, started: float) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    write_line(audit_logger, logging.INFO, f"{head}{duration_ms!r}{tail}")

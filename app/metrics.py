@@ -131,9 +131,6 @@ class RequestMetrics:
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[str, Any] = {}
 
-    def start(self) -> None:
-        g.metrics_started = time.perf_counter()
-
     def _requests_child(self, method: str, tool: str, status: int) -> Any:
         child = self._requests.get((method, tool, status))
         if child is None:
@@ -168,7 +165,7 @@ class RequestMetrics:
         return method, call.target if call.target in self._tools else OTHER
 
     def finish(self, response: Response) -> Response:
-        if request.endpoint != self._mcp_endpoint:
+        if request._get_current_object().endpoint != self._mcp_endpoint:  # type: ignore[attr-defined]
             return response
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         method, tool = self.labels(ctx)
@@ -177,7 +174,7 @@ class RequestMetrics:
         if child is None:
             child = self._requests_child(method, tool, status)
         child.inc()
-        started = ctx.get("metrics_started")
+        started = ctx.get("request_started")  # app.audit's hook, the first of every request
         if method == "tools/call" and status == 200 and started is not None:
             histogram = self._duration_child(tool)
 
@@ -239,7 +236,7 @@ class MetricsEndpoint:
 
 
 def init_app(app: Flask, settings: Settings, known_tools: Iterable[str]) -> None:
-    """Register the request counters (call before the other hooks, so timing starts first) and ``/metrics``."""
+    """Register the request counters and ``/metrics``; tool calls are timed from app.audit's start of the request."""
     if settings.metrics_dir is not None and not multiprocess_mode():
         raise SettingsError(
             "PROMETHEUS_MULTIPROC_DIR",
@@ -247,7 +244,6 @@ def init_app(app: Flask, settings: Settings, known_tools: Iterable[str]) -> None
             "not only in .env",
         )
     metrics = RequestMetrics(known_tools)
-    app.before_request(metrics.start)
     app.after_request(metrics.finish)
     endpoint = MetricsEndpoint(settings)
     blueprint = Blueprint("metrics", __name__)

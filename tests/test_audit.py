@@ -109,18 +109,47 @@ def test_a_streamed_call_is_logged_when_its_stream_ends(client: FlaskClient, tok
     assert b"Counted to 2." in b"".join(chunks)
 
 
-@pytest.mark.parametrize(
-    "record",
-    [
-        {"sub": 'quote " backslash \\ newline \n tab \t', "status": 200, "duration_ms": 1.25, "tool": None},
-        {"sub": "accents é and emoji 😀 and \u2028", "status": 403, "duration_ms": 0.0},
-        {"duration_ms": float("inf"), "x": float("nan")},
-        {"duration_ms": 1e-7, "negative": -0.0, "big": 10**30},
-        {"scopes_required": ["todo:write"], "scopes_granted": []},
-        {"flag": True},
-    ],
-)
-def test_records_are_written_exactly_as_json_dumps_writes_them(record: dict[str, object]) -> None:
-    from app.audit import encode_record
+def exact_json(line: str) -> dict[str, object]:
+    """The record of ``line``, which must be exactly what json.dumps writes for it."""
+    record: dict[str, object] = json.loads(line)
+    assert line == json.dumps(record, separators=(",", ":"))
+    return record
 
-    assert encode_record(record) == json.dumps(record, separators=(",", ":"))
+
+@pytest.mark.parametrize(
+    "sub",
+    ['quote " backslash \\ newline \n tab \t', "accents é and emoji 😀 and \u2028", "plain"],
+)
+def test_lines_are_exactly_compact_json(client: FlaskClient, tokens: Tokens, audit: Lines, sub: str) -> None:
+    token = tokens.mint(sub=sub, client_id=None, jti=None)
+    headers, body = call_tool("greet_user", {"name": "x"}, token=token)
+    client.post("/mcp", headers=headers, data=body).close()
+    client.post("/mcp", headers=headers, data=body).close()  # the caller's part now comes from the cache
+    for raw in audit.raw:
+        record = exact_json(raw)
+        assert list(record) == [
+            "time", "request_id", "http_method", "status", "duration_ms", "issuer", "sub", "client_id",
+            "jti", "method", "tool", "target", "client_address",
+        ]  # fmt: skip
+        assert (record["sub"], record["client_id"], record["jti"]) == (sub, None, None)
+    assert audit.raw[0].split('"sub"')[1] == audit.raw[1].split('"sub"')[1]
+
+
+def test_a_step_up_line_is_exactly_compact_json(client: FlaskClient, tokens: Tokens, audit: Lines) -> None:
+    headers, body = call_tool("delete_todo", {"id": 1}, token=tokens.mint("todo:read", sub="ben"))
+    client.post("/mcp", headers=headers, data=body).close()
+    record = exact_json(audit.raw[0])
+    assert list(record)[-3:] == ["refusal", "scopes_required", "scopes_granted"]
+
+
+def test_a_batch_names_its_first_target(client: FlaskClient, tokens: Tokens, audit: Lines) -> None:
+    from tests.support.jsonrpc import HANDSHAKE
+
+    token = tokens.mint("todo:read")
+    batch = [
+        request_body("tools/list", era=HANDSHAKE, id=1),
+        request_body("tools/call", {"name": "greet_user", "arguments": {"name": "x"}}, era=HANDSHAKE, id=2),
+    ]
+    client.post("/mcp", headers=request_headers("tools/list", era=HANDSHAKE, token=token), json=batch).close()
+    (record,) = [exact_json(raw) for raw in audit.raw]
+    assert (record["tool"], record["target"]) == ("greet_user", "greet_user")

@@ -182,15 +182,22 @@ def test_only_modern_tls_protocols(proxied: ProxiedDeployment, version: ssl.TLSV
 
 def test_metrics_are_not_served_through_nginx(proxied: ProxiedDeployment) -> None:
     with client(proxied) as http:
+        counted = http.post(
+            proxied.url,
+            headers=request_headers("tools/list", token=proxied.token()),
+            json=request_body("tools/list"),
+        )
         through_nginx = http.get(proxied.origin + "/metrics")
+    assert counted.status_code == 200
     assert through_nginx.status_code == 404
     assert through_nginx.headers["content-type"] == "application/json"
     assert through_nginx.json()["error"] == "not_found"
     assert through_nginx.headers["strict-transport-security"] == HSTS
-    # A scraper on the VM talks to an instance directly.
-    direct = httpx2.get(proxied.bases[0] + "/metrics")
-    assert direct.status_code == 200
-    assert "mcp_requests_total" in direct.text
+    # A scraper on the VM talks to each instance directly; the one nginx chose counted the request.
+    scrapes = [httpx2.get(base + "/metrics") for base in proxied.bases]
+    assert [scrape.status_code for scrape in scrapes] == [200] * len(proxied.bases)
+    counted_line = 'mcp_requests_total{method="tools/list",status="200",tool="-"}'
+    assert any(counted_line in scrape.text for scrape in scrapes), [scrape.text for scrape in scrapes]
 
 
 def test_a_body_over_4_mib_is_refused_by_nginx_with_json(proxied: ProxiedDeployment) -> None:
