@@ -27,9 +27,13 @@ that gets what is left after its last event, or nothing.
 
 Redis (``MCP_EVENT_STORE=redis://...``) keeps one Redis stream per MCP stream,
 trimmed to ``max_events`` and expiring ``max_age`` after its last event, written
-behind the live events so that Redis never delays one. A Redis failure never
-fails a session: the events still go out live and are logged as not stored;
-Redis is not tried again for :data:`RETRY_AFTER` seconds.
+behind the live events so that Redis never delays one; until Redis has an
+event, the process holds it. A slow or failing Redis never fails a session nor
+delays an event: the store degrades to memory, with the memory store's bounds,
+and logs it; Redis is not tried again for :data:`RETRY_AFTER` seconds.
+
+A replay that cannot send every event after the client's (the bounds took
+some, or Redis lost them) sends what is left and logs how many are missing.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# An event id is "<stream>:<position>"; positions never contain ":" (a number, or Redis's "<ms>-<seq>").
+# An event id is "<stream>:<position>"; a position is a number counted per stream, from 1.
 SEPARATOR = ":"
 MAX_TOTAL_EVENTS = 100_000
 REDIS_KEY_PREFIX = "flask-mcp:events:"
@@ -73,6 +77,30 @@ Clock = Callable[[], float]
 def split_event_id(event_id: str) -> tuple[str, str] | None:
     stream, separator, position = event_id.rpartition(SEPARATOR)
     return (stream, position) if separator and stream and position else None
+
+
+def _encoded(message: JSONRPCMessage | None) -> bytes:
+    """A message as Redis keeps it; a priming event (no message) is empty."""
+    return b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
+def _missing(stream_id: str, after: int, last: int, kept: int) -> None:
+    """Log what a replay could not send: the events after ``after`` up to ``last`` that the store no longer has.
+
+    The client is never told (the protocol has no way to say it), so the log
+    says it: the bounds took them (MCP_EVENT_STORE_MAX_EVENTS, MCP_EVENT_STORE_MAX_AGE,
+    the total in memory) or Redis failed while they were written.
+    """
+    missing = last - after - kept
+    if missing > 0:
+        logger.warning(
+            "event store: a client resumed stream %s after event %d; %d of the %d events since are no longer kept "
+            "(beyond the store's bounds, or not written while Redis failed)",
+            stream_id,
+            after,
+            missing,
+            last - after,
+        )
 
 
 @dataclass
@@ -136,10 +164,69 @@ class MemoryEventStore(EventStore):
         if stream is None or position > stream.last:
             return None
         oldest = self._clock() - self.max_age
+        last, kept = stream.last, 0
         for number, stored, message in list(stream.events):  # a copy: events may be added while we send
-            if number > position and stored >= oldest and message is not None:
+            if number <= position or number > last:
+                continue
+            if message is None:
+                kept += 1
+            elif stored >= oldest:
+                kept += 1
                 await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        _missing(stream_id, position, last, kept)
         return stream_id
+
+
+class _Held:
+    """Events of the Redis store still in this process: on their way to Redis, or never written there.
+
+    Per stream, position -> (time stored, message), in position order; streams in
+    least recently written order. Bounded as the memory store is: ``max_events``
+    per stream, streams idle for ``max_age`` dropped, at most ``max_total`` in all.
+    """
+
+    def __init__(self, *, max_events: int, max_age: float, max_total: int) -> None:
+        self.max_events = max_events
+        self.max_age = max_age
+        self.max_total = max_total
+        self.streams: OrderedDict[str, dict[int, tuple[float, JSONRPCMessage | None]]] = OrderedDict()
+        self.total = 0
+
+    def add(self, stream_id: str, position: int, now: float, message: JSONRPCMessage | None) -> int:
+        """Hold an event; answers how many events of other streams the total bound dropped."""
+        events = self.streams.get(stream_id)
+        if events is None:
+            events = self.streams[stream_id] = {}
+        else:
+            self.streams.move_to_end(stream_id)
+        events[position] = (now, message)
+        self.total += 1
+        if len(events) > self.max_events:
+            del events[next(iter(events))]
+            self.total -= 1
+        dropped = 0
+        while self.streams:
+            oldest, held = next(iter(self.streams.items()))
+            newest = next(reversed(held.values()))[0]
+            if now - newest <= self.max_age and self.total <= self.max_total:
+                break
+            del self.streams[oldest]
+            self.total -= len(held)
+            if now - newest <= self.max_age:
+                dropped += len(held)
+        return dropped
+
+    def written(self, stream_id: str, position: int) -> None:
+        """Redis has the event now: let go of it."""
+        events = self.streams.get(stream_id)
+        if events is not None and events.pop(position, None) is not None:
+            self.total -= 1
+            if not events:
+                del self.streams[stream_id]
+
+    def after(self, stream_id: str, position: int) -> dict[int, tuple[float, JSONRPCMessage | None]]:
+        events = self.streams.get(stream_id, {})
+        return {number: event for number, event in events.items() if number > position}
 
 
 class RedisEventStore(EventStore):
@@ -147,17 +234,33 @@ class RedisEventStore(EventStore):
 
     An event's id is handed out at once (``<stream>:<n>``, ``n`` counted in this
     process, where the stream's session lives) and the event goes out to the
-    client without waiting for Redis: a writer task on the same loop sends what
-    has been stored to Redis in order, in pipelined batches (XADD with the
-    explicit entry id ``0-<n>`` and an exact MAXLEN, then PEXPIRE for the age).
-    So Redis's latency never delays a stream, and a slow or absent Redis costs
-    only what it would have replayed. A replay first waits until everything
-    stored before it has been written. Each entry carries the message (empty for
-    a priming event) and the time it was stored: a replay skips what is older
-    than ``max_age`` even while the key lives on.
+    client without waiting for Redis. Until Redis has it, the event is held in
+    this process (:class:`_Held`); a writer task on the same loop sends the held
+    events to Redis in order, in pipelined batches (XADD with the explicit entry
+    id ``0-<n>`` and an exact MAXLEN, then PEXPIRE for the age), and lets go of
+    each once Redis has taken it. A replay sends what Redis has and what is
+    still held, merged in order, so it never waits for the writer.
+
+    A slow or failing Redis therefore degrades to the memory store, with its
+    bounds, and says so in the log: a failed write leaves its events held (they
+    are not written again, Redis takes only increasing entry ids), Redis is left
+    alone for :data:`RETRY_AFTER` seconds (new events are only held meanwhile),
+    at most :data:`MAX_PENDING` events wait for the writer, and the held events
+    are bounded as in memory. What a replay cannot send any more is logged (see
+    :func:`_missing`). Each Redis entry carries the message (empty for a priming
+    event) and the time it was stored: a replay skips what is older than
+    ``max_age`` even while the key lives on.
     """
 
-    def __init__(self, client: Redis, *, max_events: int, max_age: float, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        max_events: int,
+        max_age: float,
+        max_total: int = MAX_TOTAL_EVENTS,
+        clock: Clock = time.time,
+    ) -> None:
         self.client = client
         self.max_events = max_events
         self.max_age = max_age
@@ -166,12 +269,13 @@ class RedisEventStore(EventStore):
         # Per stream, the last position handed out and when (monotonic); kept twice as long as the key lives,
         # so that a stream's positions never start over while Redis still has its entries.
         self._positions: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._pending: deque[tuple[str, int, bytes, float]] = deque()
+        self._held = _Held(max_events=max_events, max_age=max_age, max_total=max_total)
+        self._pending: deque[tuple[str, int, JSONRPCMessage | None, float]] = deque()
         self._queued = 0  # events ever queued for Redis
         self._done = 0  # of those, written or given up on
         self._progress: asyncio.Condition | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._dropping_since = 0.0
+        self._warned: dict[str, float] = {}
 
     @classmethod
     def from_url(cls, url: str, *, max_events: int, max_age: float) -> RedisEventStore:
@@ -180,13 +284,25 @@ class RedisEventStore(EventStore):
         client = Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
         return cls(client, max_events=max_events, max_age=max_age)
 
+    @property
+    def held(self) -> int:
+        """Events only this process has (on their way to Redis, or never written there)."""
+        return self._held.total
+
     def _available(self) -> bool:
         return time.monotonic() >= self._down_until
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """Log a warning, at most once per RETRY_AFTER seconds for each kind."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -RETRY_AFTER) >= RETRY_AFTER:
+            self._warned[kind] = now
+            logger.warning(message, *args)
 
     def _failed(self, doing: str, error: Exception) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER
         logger.warning(
-            "event store: Redis failed while %s (%s: %s); events go out live but are not stored for %.0f s",
+            "event store: Redis failed while %s (%s: %s); for %.0f s events are kept in this process's memory only",
             doing,
             type(error).__name__,
             error,
@@ -207,15 +323,27 @@ class RedisEventStore(EventStore):
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         position = self._position(stream_id)
+        now = self._clock()
+        dropped = self._held.add(stream_id, position, now, message)
+        if dropped:
+            self._warn(
+                "dropped",
+                "event store: Redis is behind or down and this process holds %d events; "
+                "%d events of the least recently written streams were dropped",
+                self._held.max_total,
+                dropped,
+            )
         if self._available():
             if len(self._pending) < MAX_PENDING:
-                data = b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-                self._pending.append((stream_id, position, data, self._clock()))
+                self._pending.append((stream_id, position, message, now))
                 self._queued += 1
                 self._start_writer()
-            elif time.monotonic() - self._dropping_since > RETRY_AFTER:
-                self._dropping_since = time.monotonic()
-                logger.warning("event store: %d events wait for Redis; newer ones are not stored", MAX_PENDING)
+            else:
+                self._warn(
+                    "pending",
+                    "event store: %d events wait for Redis; newer ones are kept in this process's memory only",
+                    MAX_PENDING,
+                )
         return f"{stream_id}{SEPARATOR}{position}"
 
     def _start_writer(self) -> None:
@@ -226,27 +354,30 @@ class RedisEventStore(EventStore):
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
-        """Write pending events to Redis until none is left."""
+        """Write pending events to Redis, in order, until none is left."""
         assert self._progress is not None
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), WRITE_BATCH))]
-            if self._available():
-                try:
+            try:
+                if self._available():
                     async with self.client.pipeline(transaction=False) as pipe:
-                        for stream_id, position, data, stored in batch:
+                        for stream_id, position, message, stored in batch:
                             key = REDIS_KEY_PREFIX + stream_id
-                            fields = {"m": data, "t": repr(stored)}
+                            fields = {"m": _encoded(message), "t": repr(stored)}
                             pipe.xadd(key, fields, id=f"0-{position}", maxlen=self.max_events, approximate=False)
                             pipe.pexpire(key, int(self.max_age * 1000))
                         await pipe.execute()
-                except Exception as error:  # any failure of Redis or of the way there
-                    self._failed("storing events", error)
-            self._done += len(batch)
-            async with self._progress:
-                self._progress.notify_all()
+                    for stream_id, position, _, _ in batch:
+                        self._held.written(stream_id, position)
+            except Exception as error:  # any failure of Redis or of the way there: the batch stays held
+                self._failed("writing events", error)
+            finally:
+                self._done += len(batch)
+                async with self._progress:
+                    self._progress.notify_all()
 
     async def flush(self) -> None:
-        """Wait until every event stored so far is in Redis (or given up on)."""
+        """Wait until every event queued so far has been written to Redis (or given up on)."""
         target = self._queued
         if self._done >= target or self._progress is None:
             return
@@ -258,23 +389,36 @@ class RedisEventStore(EventStore):
         if parts is None or not parts[1].isdigit():
             return None
         stream_id, position = parts[0], int(parts[1])
-        await self.flush()
-        if not self._available():
-            return stream_id
-        try:
-            entries = await self.client.xrange(
-                REDIS_KEY_PREFIX + stream_id, min=f"(0-{position}", max="+", count=self.max_events
-            )
-        except Exception as error:
-            self._failed("replaying events", error)
-            return stream_id
+        known = self._positions.get(stream_id)
+        if known is not None and position > known[0]:
+            return None
+        # What is held is read first: an event the writer lets go of meanwhile is in Redis before the XRANGE.
+        events = self._held.after(stream_id, position)
+        if self._available():
+            try:
+                entries = await self.client.xrange(
+                    REDIS_KEY_PREFIX + stream_id, min=f"(0-{position}", max="+", count=self.max_events
+                )
+            except Exception as error:
+                self._failed("replaying events", error)
+            else:
+                for entry, fields in entries:
+                    number = int(entry.decode().partition("-")[2])
+                    if number not in events:
+                        data = fields.get(b"m")
+                        message = types.jsonrpc_message_adapter.validate_json(data, by_name=False) if data else None
+                        events[number] = (float(fields.get(b"t", b"0")), message)
         oldest = self._clock() - self.max_age
-        for entry, fields in entries:
-            if not fields.get(b"m") or float(fields.get(b"t", b"0")) < oldest:
-                continue
-            message = types.jsonrpc_message_adapter.validate_json(fields[b"m"], by_name=False)
-            number = entry.decode().partition("-")[2]
-            await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        kept = 0
+        for number in sorted(events):
+            stored, message = events[number]
+            if message is None:
+                kept += 1
+            elif stored >= oldest:
+                kept += 1
+                await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        if known is not None:
+            _missing(stream_id, position, known[0], kept)
         return stream_id
 
     async def close(self) -> None:
@@ -284,6 +428,8 @@ class RedisEventStore(EventStore):
                 await asyncio.wait_for(self.flush(), REDIS_TIMEOUT)
             except TimeoutError:
                 self._writer.cancel()
+                unwritten = self._queued - self._done
+                logger.warning("event store: %d events were not written to Redis before it closed", unwritten)
         await self.client.aclose()
 
 

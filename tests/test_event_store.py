@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
+from pathlib import Path
 
 import mcp_types as types
 import pytest
@@ -74,12 +75,20 @@ class TestMemoryEventStore:
         await store.store_event("s", progress(1))
         assert await replay(store, priming) == ("s", [("s:2", progress(1))])
 
-    async def test_keeps_the_newest_events_of_a_stream(self) -> None:
+    async def test_keeps_the_newest_events_of_a_stream(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.WARNING, logger="app.event_store")
         store = MemoryEventStore(max_events=3, max_age=60)
         ids = [await store.store_event("s", progress(step)) for step in range(1, 6)]
         assert store.total == 3
-        # The client's last event is gone: it gets what is left after it.
+        # The client's last event is gone: it gets what is left after it, and the log says what it missed.
         assert await replay(store, ids[0]) == ("s", [("s:3", progress(3)), ("s:4", progress(4)), ("s:5", progress(5))])
+        assert [r.getMessage() for r in caplog.records if r.name == "app.event_store"] == [
+            "event store: a client resumed stream s after event 1; 1 of the 4 events since are no longer kept "
+            "(beyond the store's bounds, or not written while Redis failed)"
+        ]
+        # A complete replay logs nothing.
+        assert await replay(store, ids[2]) == ("s", [("s:4", progress(4)), ("s:5", progress(5))])
+        assert len(caplog.records) == 1
 
     async def test_events_older_than_max_age_are_not_replayed_and_idle_streams_go(self) -> None:
         clock = Clock()
@@ -193,22 +202,101 @@ class TestRedisEventStore:
             [("t:3", progress(3)), ("t:4", progress(4)), ("t:5", progress(5))],
         )
 
-    async def test_an_event_goes_out_before_redis_has_it(self, redis_store: RedisEventStore, redis_url: str) -> None:
-        """The id comes at once, even while Redis holds every write back; a replay waits for the write."""
+    async def test_neither_an_event_nor_a_replay_waits_for_redis(
+        self, redis_store: RedisEventStore, redis_url: str
+    ) -> None:
+        """While Redis holds every write back, ids come at once and a replay sends the held events."""
         admin = Redis.from_url(redis_url)
         try:
-            await admin.execute_command("CLIENT", "PAUSE", "600", "WRITE")
+            await admin.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
             started = time.monotonic()
             first = await redis_store.store_event("u", progress(1))
             await redis_store.store_event("u", progress(2))
-            stored = time.monotonic() - started
             replayed = await replay(redis_store, first)
             waited = time.monotonic() - started
+            held_while_paused = redis_store.held
+            await redis_store.flush()
+            entries = await admin.xrange(REDIS_KEY_PREFIX + "u")
         finally:
             await admin.aclose()
-        assert stored < 0.1, stored
+        assert waited < 0.5, waited
         assert replayed == ("u", [("u:2", progress(2))])
-        assert waited >= 0.5, waited
+        assert held_while_paused == 2
+        # Once Redis has taken them, the process lets go of them.
+        assert [entry for entry, _ in entries] == [b"0-1", b"0-2"]
+        assert redis_store.held == 0
+
+    async def test_events_keep_their_order_across_batches_and_streams(self, redis_url: str) -> None:
+        store = RedisEventStore.from_url(redis_url, max_events=1000, max_age=60)
+        try:
+            for step in range(1, 301):  # 600 events: more than two pipelined batches
+                await store.store_event("a", progress(step))
+                await store.store_event("b", progress(1000 + step))
+            await store.flush()
+            entries = await store.client.xrange(REDIS_KEY_PREFIX + "a")
+            replayed = await replay(store, "b:0")
+        finally:
+            await store.close()
+        assert [entry for entry, _ in entries] == [f"0-{n}".encode() for n in range(1, 301)]
+        assert replayed == ("b", [(f"b:{step}", progress(1000 + step)) for step in range(1, 301)])
+        assert store.held == 0
+
+    async def test_what_is_pending_is_written_when_the_store_closes(self, redis_url: str) -> None:
+        store = RedisEventStore.from_url(redis_url, max_events=10, max_age=60)
+        for step in range(1, 4):
+            await store.store_event("c", progress(step))
+        await store.close()
+        admin = Redis.from_url(redis_url)
+        try:
+            entries = await admin.xrange(REDIS_KEY_PREFIX + "c")
+        finally:
+            await admin.aclose()
+        assert [entry for entry, _ in entries] == [b"0-1", b"0-2", b"0-3"]
+
+    async def test_a_redis_slower_than_its_timeout_loses_no_event(
+        self, redis_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The writes time out: the events stay in this process, and a replay still sends every one."""
+        caplog.set_level(logging.WARNING, logger="app.event_store")
+        store = RedisEventStore(Redis.from_url(redis_url, socket_timeout=0.3), max_events=10, max_age=60)
+        admin = Redis.from_url(redis_url)
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+            priming = await store.store_event("slow", None)
+            await store.store_event("slow", progress(1))
+            await store.store_event("slow", answer())
+            await store.flush()
+            replayed = await replay(store, priming)
+        finally:
+            await admin.aclose()
+            await store.close()
+        assert replayed == ("slow", [("slow:2", progress(1)), ("slow:3", answer())])
+        assert store.held == 3
+        [record] = [r for r in caplog.records if r.name == "app.event_store"]
+        assert record.getMessage().startswith("event store: Redis failed while writing events (TimeoutError: ")
+        assert record.getMessage().endswith("for 5 s events are kept in this process's memory only")
+
+    async def test_events_redis_had_are_missed_when_it_is_gone_and_the_log_says_so(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="app.event_store")
+        with running_redis(tmp_path) as url:
+            store = RedisEventStore.from_url(url, max_events=10, max_age=60)
+            priming = await store.store_event("gone", None)
+            await store.store_event("gone", progress(1))
+            await store.store_event("gone", progress(2))
+            await store.flush()
+        try:
+            replayed = await replay(store, priming)
+        finally:
+            await store.close()
+        assert replayed == ("gone", [])
+        failed, missing = [r.getMessage() for r in caplog.records if r.name == "app.event_store"]
+        assert failed.startswith("event store: Redis failed while replaying events (ConnectionError: ")
+        assert missing == (
+            "event store: a client resumed stream gone after event 1; 2 of the 2 events since are no longer kept "
+            "(beyond the store's bounds, or not written while Redis failed)"
+        )
 
     async def test_events_older_than_max_age_are_not_replayed(self, redis_url: str) -> None:
         clock = Clock()
@@ -223,28 +311,58 @@ class TestRedisEventStore:
             await store.close()
         assert [message for _, message in sent] == [progress(2)]
 
-    @pytest.mark.parametrize("last_event_id", ["s", "s:", "s:x", "s:1-0", "s:-1"])
+    @pytest.mark.parametrize("last_event_id", ["s", "s:", "s:x", "s:1-0", "s:-1", "s:99"])
     async def test_an_id_it_did_not_hand_out_replays_nothing(
         self, redis_store: RedisEventStore, last_event_id: str
     ) -> None:
         await redis_store.store_event("s", progress(1))
         assert await replay(redis_store, last_event_id) == (None, [])
 
-    async def test_a_redis_outage_fails_no_session(self, caplog: pytest.LogCaptureFixture) -> None:
+    async def test_a_redis_outage_fails_no_session_and_loses_no_event(self, caplog: pytest.LogCaptureFixture) -> None:
         store = RedisEventStore.from_url(f"redis://127.0.0.1:{free_port()}/0", max_events=3, max_age=60)
         caplog.set_level(logging.WARNING, logger="app.event_store")
         try:
-            event_id = await store.store_event("s", progress(1))
-            replayed = await replay(store, event_id)
-            again = await store.store_event("s", progress(2))
+            first = await store.store_event("s", progress(1))
+            second = await store.store_event("s", progress(2))
+            await store.flush()
+            replayed = await replay(store, first)
+            third = await store.store_event("s", progress(3))
+            again = await replay(store, first)
         finally:
             await store.close()
-        assert (event_id, again) == ("s:1", "s:2")
-        assert replayed == ("s", [])
+        assert (first, second, third) == ("s:1", "s:2", "s:3")
+        # Kept in the process while Redis is away, as the memory store would keep them.
+        assert replayed == ("s", [("s:2", progress(2))])
+        assert again == ("s", [("s:2", progress(2)), ("s:3", progress(3))])
         # One warning, then Redis is left alone for a while.
         [record] = [r for r in caplog.records if r.name == "app.event_store"]
-        assert record.getMessage().startswith("event store: Redis failed while storing events (ConnectionError: ")
-        assert record.getMessage().endswith("events go out live but are not stored for 5 s")
+        assert record.getMessage().startswith("event store: Redis failed while writing events (ConnectionError: ")
+        assert record.getMessage().endswith("for 5 s events are kept in this process's memory only")
+
+    async def test_what_the_process_holds_for_an_absent_redis_is_bounded(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = RedisEventStore.from_url(f"redis://127.0.0.1:{free_port()}/0", max_events=3, max_age=60)
+        store = RedisEventStore(store.client, max_events=3, max_age=60, max_total=4)
+        caplog.set_level(logging.WARNING, logger="app.event_store")
+        try:
+            await store.store_event("a", progress(1))
+            await store.flush()  # Redis is found absent: from now on events are only held
+            for step in range(2, 6):
+                await store.store_event("a", progress(step))
+            assert store.held == 3  # at most max_events of a stream
+            await store.store_event("b", progress(1))
+            await store.store_event("b", progress(2))
+            replayed = await replay(store, "b:0")
+        finally:
+            await store.close()
+        assert store.held == 2
+        assert replayed == ("b", [("b:1", progress(1)), ("b:2", progress(2))])
+        messages = [r.getMessage() for r in caplog.records if r.name == "app.event_store"]
+        assert messages[1] == (
+            "event store: Redis is behind or down and this process holds 4 events; "
+            "3 events of the least recently written streams were dropped"
+        )
 
 
 def test_memory_or_redis_by_url() -> None:

@@ -187,3 +187,42 @@ def test_redis_holds_each_stream_with_its_bounds(resumable: RunningServer, redis
     [(_, fields)] = sample
     assert set(fields) == {b"m", b"t"}
     assert fields[b"m"] == b"" or json.loads(fields[b"m"])["jsonrpc"] == "2.0"
+
+
+def test_a_redis_gone_mid_session_loses_no_event_and_the_log_says_so(
+    issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis stops while a session runs: the events are kept in the worker, the resumed client misses none."""
+    call = request_body(
+        "tools/call", {"name": "count_to", "arguments": {"n": 5}, "_meta": {"progressToken": 3}}, era=HANDSHAKE, id=2
+    )
+    with running_redis(tmp_path_factory.mktemp("redis-gone")) as url:
+        server = start_app(
+            issuer,
+            tmp_path_factory.mktemp("resumable-redis-gone"),
+            workers=1,
+            MCP_STATEFUL="1",
+            MCP_TOOLS=TOOLS,
+            MCP_EVENT_STORE=url,
+        )
+    try:
+        token = server.token("todo:read", sub="redis-gone")
+        with httpx2.Client(timeout=10) as http:
+            session = open_session(http, server, token)
+            headers = {**request_headers("tools/call", era=HANDSHAKE, token=token), "Mcp-Session-Id": session}
+            with http.stream("POST", server.url, headers=headers, json=call) as stream:
+                assert stream.status_code == 200
+                events = EventStream(stream)
+                _, first = events.next_event(), events.next_event()
+            time.sleep(1.3)
+            missed = resume(http, server, token, session, first.id or "")
+        log = server.process.log()
+    finally:
+        server.stop()
+    assert first.json()["params"]["progress"] == 1
+    assert [event.json().get("params", {}).get("progress") for event in missed] == [2, 3, 4, 5, None]
+    assert missed[-1].json()["result"]["structuredContent"] == {"result": "Counted to 5."}
+    assert "event store: Redis failed while writing events (ConnectionError: " in log
+    assert "for 5 s events are kept in this process's memory only" in log
+    assert "no longer kept" not in log
+    assert '" 500 ' not in log
