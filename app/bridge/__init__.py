@@ -26,6 +26,7 @@ tools taking a ``Context``, which may stream) takes the configured path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -47,6 +48,8 @@ from app.bridge.asgi_to_wsgi import client_socket
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
+from app.bridge.legacy_sse import legacy_paths
+from app.bridge.stateful import StatefulTransports
 from app.mcp_request import current_mcp_request
 
 if TYPE_CHECKING:
@@ -96,7 +99,16 @@ class MCPBridge:
         # Stateful sessions live in one manager; with MCP_JSON_RESPONSE every answer is JSON already.
         self.single_answer_path = not self.stateful and not json_response
 
+        # Stateful: Streamable HTTP (resumable), HTTP+SSE with MCP_LEGACY_SSE; see app.bridge.stateful.
+        self.stateful_transports = (
+            StatefulTransports(server._lowlevel_server, settings, max_body_bytes=MAX_BODY_BYTES)
+            if self.stateful
+            else None
+        )
+
         def manager(*, json: bool) -> StreamableHTTPSessionManager:
+            if self.stateful_transports is not None:
+                return self.stateful_transports.manager(json_response=json)
             return StreamableHTTPSessionManager(
                 app=server._lowlevel_server,
                 stateless=not self.stateful,
@@ -112,10 +124,16 @@ class MCPBridge:
         self.loops = LoopPool(managers)
         self.loop_thread = LoopThread(managers)
 
-    def start_worker(self) -> None:
-        """Start serving in this process (gunicorn calls it after forking a worker)."""
-        if self.stateful:
-            _ = self.loop_thread.serving
+    def start_worker(self, stopping: Callable[[], bool] | None = None) -> None:
+        """Start serving in this process (gunicorn calls it after forking a worker).
+
+        ``stopping`` says when the worker has been told to stop (gunicorn: ``not worker.alive``);
+        stateful, the session streams are then ended instead of holding the stop up.
+        """
+        if self.stateful_transports is not None:
+            serving = self.loop_thread.serving
+            if stopping is not None:
+                self.stateful_transports.end_streams_when(serving, stopping)
         else:
             self.loops.release(self.loops.acquire())
 
@@ -124,9 +142,11 @@ class MCPBridge:
         self.loop_thread.close()
 
     def _exchange(self, scope: Scope, body: bytes, user: AuthenticatedUser | None) -> Exchange:
-        if self.stateful:
+        if self.stateful_transports is not None:
             serving = self.loop_thread.serving
-            return ThreadedExchange(serving, serving.manager.handle_request, scope, body, handler_context(user))
+            rule = request.url_rule
+            app = self.stateful_transports.app_for(serving, rule.rule if rule is not None else None)
+            return ThreadedExchange(serving, app, scope, body, handler_context(user))
         pooled = self.loops.acquire()
         manager = pooled.managers[-1] if self.single_answer_path and self._single_answer() else pooled.manager
         return ASGIExchange(
@@ -246,4 +266,9 @@ def init_app(
             methods=["GET", "POST", "DELETE"],
             strict_slashes=False,
         )
+    if settings.legacy_sse:
+        # The 2024-11-05 HTTP+SSE transport (app.bridge.legacy_sse): the same view, hooks and bearer checks.
+        stream_path, messages_path = legacy_paths(settings.endpoint_path)
+        app.add_url_rule(stream_path, endpoint="mcp", view_func=bridge.handle, methods=["GET"])
+        app.add_url_rule(messages_path, endpoint="mcp", view_func=bridge.handle, methods=["POST"], strict_slashes=False)
     return bridge
