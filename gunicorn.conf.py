@@ -188,10 +188,14 @@ def _loaded_app(worker):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """Start the MCP bridge in this worker, after the fork (never in the master), and load the keys."""
+    """Start the MCP bridge in this worker, after the fork (never in the master), and load the keys.
+
+    Stateful mode also learns when the worker is told to stop (SIGTERM, SIGHUP), to end its open
+    session streams then instead of waiting graceful_timeout for clients that never hang up.
+    """
     app = _loaded_app(worker)
     if app is not None:
-        start_worker(app)
+        start_worker(app, stopping=lambda: not worker.alive)
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]

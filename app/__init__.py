@@ -246,9 +246,12 @@ def _token_verifier(
     return TokenVerifier(validators, keys=stores, introspection=introspection)
 
 
-def start_worker(app: Flask) -> None:
-    """Get a freshly forked worker ready: an event loop for the bridge, the signing keys loaded."""
-    app.extensions["mcp_bridge"].start_worker()
+def start_worker(app: Flask, stopping: Callable[[], bool] | None = None) -> None:
+    """Get a freshly forked worker ready: an event loop for the bridge, the signing keys loaded.
+
+    ``stopping`` tells when the worker has been told to stop (stateful mode then ends its open session streams).
+    """
+    app.extensions["mcp_bridge"].start_worker(stopping)
     for keys in app.extensions["mcp_keys"]:
         keys.ensure_loaded()
     # Everything alive now (the app, the SDK, the loaded modules) lives as long as the worker: move it

@@ -48,9 +48,9 @@ from typing import Any
 from flask import Flask
 from flask import Response
 from flask import g
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from app.bridge.resumability import ResumableSessionManager
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -275,10 +275,10 @@ def _decrement(counts: dict[Key, int], key: Key) -> None:
         counts.pop(key, None)
 
 
-class SessionCountingManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, telling a :class:`SessionLedger` which caller each session belongs to.
+class SessionCountingManager(ResumableSessionManager):
+    """The stateful session manager, telling a :class:`SessionLedger` which caller each session belongs to.
 
-    It overrides two private methods of ``StreamableHTTPSessionManager`` (mcp 2.3):
+    It overrides two private methods of the SDK's ``StreamableHTTPSessionManager`` (mcp 2.3):
     ``_admit_session(requestor)``, which registers a new session, and
     ``_discard_session(session_id, transport)``, through which every session ends
     (DELETE, idle timeout, a failed opening request, a crash).
@@ -334,7 +334,7 @@ class PrincipalCaps:
             return None
         return cls(settings, **kwargs)
 
-    def session_manager_factory(self) -> Callable[..., StreamableHTTPSessionManager] | None:
+    def session_manager_factory(self) -> Callable[..., ResumableSessionManager] | None:
         """How the bridge builds its stateful session manager, so sessions are counted per caller."""
         if self.sessions is None:
             return None

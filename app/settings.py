@@ -57,6 +57,13 @@ DEFAULT_CAP_IN_FLIGHT = 32
 DEFAULT_CAP_STREAMS = 8
 DEFAULT_CAP_SESSIONS = 64
 DEFAULT_STREAM_LIFETIME = 1800
+# Stateful mode's event store (MCP_EVENT_STORE): events kept per stream, and for how long; the SSE retry hint.
+DEFAULT_EVENT_STORE_MAX_EVENTS = 1000
+DEFAULT_EVENT_STORE_MAX_AGE = 300
+DEFAULT_SSE_RETRY_MS = 1000
+# MCP_INSTANCE_NAME: a DNS label in lower case (a port number is one), so it fits a session id, a log line
+# and an nginx map key unquoted.
+_INSTANCE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,14 @@ class Settings:
     advertise_required_scopes: bool = False
     json_response: bool = False
     stateful: bool = False
+    # Stateful mode only: the 2024-11-05 HTTP+SSE transport; the event store (memory://, a Redis URL, or None
+    # for none) and its bounds; the retry hint of priming events; this instance's name in its session ids.
+    legacy_sse: bool = False
+    event_store: str | None = None
+    event_store_max_events: int = DEFAULT_EVENT_STORE_MAX_EVENTS
+    event_store_max_age: int = DEFAULT_EVENT_STORE_MAX_AGE
+    sse_retry_ms: int = DEFAULT_SSE_RETRY_MS
+    instance_name: str | None = None
     audit_log: bool = True
     metrics: bool = True
     rate_limit: str | None = "600/minute"
@@ -287,6 +302,7 @@ class Settings:
             advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
+            **_stateful_options(env, stateful),
             audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
             metrics=_boolean(env, "MCP_METRICS", default=True),
             rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
@@ -317,6 +333,55 @@ class Settings:
             stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
             dev_allow_remote=_dev_allow_remote(env, dev),
         )
+
+
+def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, object]:
+    """MCP_LEGACY_SSE, the event store and MCP_INSTANCE_NAME: what stateful mode adds to a session."""
+    legacy_sse = _boolean(env, "MCP_LEGACY_SSE")
+    if legacy_sse and not stateful:
+        raise SettingsError(
+            "MCP_LEGACY_SSE",
+            "needs stateful mode (MCP_STATEFUL=1): an HTTP+SSE session lives in the one process holding its stream",
+        )
+    store = env.get("MCP_EVENT_STORE", "").strip()
+    if store and not stateful:
+        raise SettingsError(
+            "MCP_EVENT_STORE", "needs stateful mode (MCP_STATEFUL=1): stateless requests have no stream to resume"
+        )
+    store = store or "memory://"
+    scheme = store.partition("://")[0]
+    if store.lower() == "off":
+        event_store = None
+    elif store == "memory://" or (scheme in ("redis", "rediss", "unix") and len(store) > len(scheme) + 3):
+        event_store = store
+    else:
+        raise SettingsError("MCP_EVENT_STORE", f"must be memory://, a redis:// URL or off, not {store!r}")
+    max_age = _integer(
+        env, "MCP_EVENT_STORE_MAX_AGE", default=DEFAULT_EVENT_STORE_MAX_AGE, minimum=1, maximum=24 * 3600
+    )
+    retry = _integer(env, "MCP_SSE_RETRY_MS", default=DEFAULT_SSE_RETRY_MS, minimum=100, maximum=60_000)
+    if retry >= max_age * 1000:
+        raise SettingsError(
+            "MCP_SSE_RETRY_MS",
+            f"a client told to come back after {retry} ms would find its events gone "
+            f"(MCP_EVENT_STORE_MAX_AGE={max_age} s): make it shorter",
+        )
+    name = env.get("MCP_INSTANCE_NAME", "").strip() or None
+    if name is not None and not _INSTANCE_NAME.fullmatch(name):
+        raise SettingsError(
+            "MCP_INSTANCE_NAME",
+            f"{name!r} must be 1 to 32 lower-case letters, digits or inner hyphens, such as the port: 8000",
+        )
+    return {
+        "legacy_sse": legacy_sse,
+        "event_store": event_store if stateful else None,
+        "event_store_max_events": _integer(
+            env, "MCP_EVENT_STORE_MAX_EVENTS", default=DEFAULT_EVENT_STORE_MAX_EVENTS, minimum=1, maximum=100_000
+        ),
+        "event_store_max_age": max_age,
+        "sse_retry_ms": retry,
+        "instance_name": name,
+    }
 
 
 def _dev_resource_url(env: Mapping[str, str], served: ServedAddress | None) -> str:

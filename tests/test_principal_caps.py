@@ -166,7 +166,9 @@ class TestStreams:
 
 
 def initialize(client: Any, token: str) -> TestResponse:
+    """An initialize read to its end, as a client does (a stream closed before its answer ends its session)."""
     response = client.post("/mcp", headers=request_headers("initialize", era=HANDSHAKE, token=token), json=INITIALIZE)
+    response.get_data()
     response.close()
     return response
 

@@ -109,6 +109,7 @@ class TestProductionDefaults:
             "MCP_DPOP_ALGORITHMS": "ES256, Ed25519 ES256",
             "MCP_DPOP_PROOF_WINDOW": "120",
             "MCP_DPOP_NONCE": "1",
+            "MCP_INSTANCE_NAME": "8000",
         }
         assert Settings.from_mapping(env) == Settings(
             resource_url="https://mcp.example.com/api/mcp",
@@ -139,6 +140,7 @@ class TestProductionDefaults:
             dpop_algorithms=("ES256", "Ed25519"),
             dpop_proof_window=120,
             dpop_nonce=True,
+            instance_name="8000",
         )
 
     def test_workers_argument_wins_over_mcp_workers(self) -> None:
@@ -958,6 +960,120 @@ class TestStateful:
         assert str(caught.value) == (
             "MCP_STATEFUL: stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not 2"
         )
+
+    def test_sessions_resume_from_memory_by_default(self) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_STATEFUL": "1"})
+        assert (settings.legacy_sse, settings.instance_name) == (False, None)
+        assert (settings.event_store, settings.event_store_max_events, settings.event_store_max_age) == (
+            "memory://",
+            1000,
+            300,
+        )
+        assert settings.sse_retry_ms == 1000
+
+    def test_every_stateful_variable(self) -> None:
+        settings = Settings.from_mapping(
+            {
+                "MCP_DEV": "1",
+                "MCP_STATEFUL": "1",
+                "MCP_LEGACY_SSE": "1",
+                "MCP_EVENT_STORE": " redis://127.0.0.1:6379/2 ",
+                "MCP_EVENT_STORE_MAX_EVENTS": "50",
+                "MCP_EVENT_STORE_MAX_AGE": "60",
+                "MCP_SSE_RETRY_MS": "500",
+                "MCP_INSTANCE_NAME": "mcp-a1",
+            }
+        )
+        assert (settings.legacy_sse, settings.instance_name, settings.event_store) == (
+            True,
+            "mcp-a1",
+            "redis://127.0.0.1:6379/2",
+        )
+        assert (settings.event_store_max_events, settings.event_store_max_age, settings.sse_retry_ms) == (50, 60, 500)
+
+    def test_the_event_store_can_be_off(self) -> None:
+        assert (
+            Settings.from_mapping({"MCP_DEV": "1", "MCP_STATEFUL": "1", "MCP_EVENT_STORE": "off"}).event_store is None
+        )
+
+    def test_stateless_has_no_event_store_and_may_carry_an_instance_name(self) -> None:
+        settings = Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_NAME": "8001"})
+        assert (settings.event_store, settings.instance_name) == (None, "8001")
+
+    @pytest.mark.parametrize(
+        ("env", "variable", "problem"),
+        [
+            pytest.param(
+                {"MCP_LEGACY_SSE": "1"},
+                "MCP_LEGACY_SSE",
+                "needs stateful mode (MCP_STATEFUL=1): an HTTP+SSE session lives in the one process holding its stream",
+                id="legacy-sse-stateless",
+            ),
+            pytest.param(
+                {"MCP_EVENT_STORE": "memory://"},
+                "MCP_EVENT_STORE",
+                "needs stateful mode (MCP_STATEFUL=1): stateless requests have no stream to resume",
+                id="event-store-stateless",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_EVENT_STORE": "memcached://x"},
+                "MCP_EVENT_STORE",
+                "must be memory://, a redis:// URL or off, not 'memcached://x'",
+                id="event-store-scheme",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_EVENT_STORE": "redis://"},
+                "MCP_EVENT_STORE",
+                "must be memory://, a redis:// URL or off, not 'redis://'",
+                id="event-store-no-host",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_EVENT_STORE_MAX_EVENTS": "0"},
+                "MCP_EVENT_STORE_MAX_EVENTS",
+                "must be between 1 and 100000, not 0",
+                id="max-events",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_EVENT_STORE_MAX_AGE": "0"},
+                "MCP_EVENT_STORE_MAX_AGE",
+                "must be between 1 and 86400, not 0",
+                id="max-age",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_EVENT_STORE_MAX_AGE": "2", "MCP_SSE_RETRY_MS": "2000"},
+                "MCP_SSE_RETRY_MS",
+                "a client told to come back after 2000 ms would find its events gone "
+                "(MCP_EVENT_STORE_MAX_AGE=2 s): make it shorter",
+                id="retry-outlives-events",
+            ),
+            pytest.param(
+                {"MCP_STATEFUL": "1", "MCP_SSE_RETRY_MS": "10"},
+                "MCP_SSE_RETRY_MS",
+                "must be between 100 and 60000, not 10",
+                id="retry-too-short",
+            ),
+            *(
+                pytest.param(
+                    {"MCP_STATEFUL": "1", "MCP_INSTANCE_NAME": name},
+                    "MCP_INSTANCE_NAME",
+                    f"{name!r} must be 1 to 32 lower-case letters, digits or inner hyphens, such as the port: 8000",
+                    id=f"instance-name-{label}",
+                )
+                for name, label in [
+                    ("Mcp-A", "upper-case"),
+                    ("mcp_a", "underscore"),
+                    ("-a", "leading-hyphen"),
+                    ("a-", "trailing-hyphen"),
+                    ("a.b", "dot"),
+                    ("a" * 33, "too-long"),
+                ]
+            ),
+        ],
+    )
+    def test_refusals(self, env: dict[str, str], variable: str, problem: str) -> None:
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_mapping({"MCP_DEV": "1", **env})
+        assert_refused(caught.value, variable, problem)
 
 
 class TestSeveralIssuers:

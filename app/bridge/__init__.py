@@ -49,6 +49,8 @@ from app.bridge.asgi_to_wsgi import client_socket
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
+from app.bridge.legacy_sse import legacy_paths
+from app.bridge.stateful import StatefulTransports
 from app.mcp_request import current_mcp_request
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from starlette.types import Message
     from starlette.types import Scope
 
+    from app.bridge.resumability import ResumableSessionManager
     from app.settings import Settings
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -91,11 +94,11 @@ class MCPBridge:
         settings: Settings,
         answered_at_once: Mapping[str, frozenset[str]] | None = None,
         *,
-        session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
+        session_manager: Callable[..., ResumableSessionManager] | None = None,
     ) -> None:
         """``answered_at_once``: per method, the targets whose handler sends nothing but its answer
         (``ScopedServer.answered_at_once``): their calls take the JSON path too. ``session_manager`` builds
-        the stateful mode's manager (the SDK's class by default)."""
+        the stateful mode's session managers (:class:`ResumableSessionManager` by default)."""
         self.server = server
         self.answered_at_once = dict(answered_at_once or {})
         self.endpoint_path = settings.endpoint_path
@@ -105,10 +108,20 @@ class MCPBridge:
         json_response = settings.json_response
         # Stateful sessions live in one manager; with MCP_JSON_RESPONSE every answer is JSON already.
         self.single_answer_path = not self.stateful and not json_response
-        build = session_manager if self.stateful and session_manager is not None else StreamableHTTPSessionManager
+
+        # Stateful: Streamable HTTP (resumable), HTTP+SSE with MCP_LEGACY_SSE; see app.bridge.stateful.
+        self.stateful_transports = (
+            StatefulTransports(
+                server._lowlevel_server, settings, max_body_bytes=MAX_BODY_BYTES, session_manager=session_manager
+            )
+            if self.stateful
+            else None
+        )
 
         def manager(*, json: bool) -> StreamableHTTPSessionManager:
-            return build(
+            if self.stateful_transports is not None:
+                return self.stateful_transports.manager(json_response=json)
+            return StreamableHTTPSessionManager(
                 app=server._lowlevel_server,
                 stateless=not self.stateful,
                 json_response=json,
@@ -123,10 +136,16 @@ class MCPBridge:
         self.loops = LoopPool(managers)
         self.loop_thread = LoopThread(managers)
 
-    def start_worker(self) -> None:
-        """Start serving in this process (gunicorn calls it after forking a worker)."""
-        if self.stateful:
-            _ = self.loop_thread.serving
+    def start_worker(self, stopping: Callable[[], bool] | None = None) -> None:
+        """Start serving in this process (gunicorn calls it after forking a worker).
+
+        ``stopping`` says when the worker has been told to stop (gunicorn: ``not worker.alive``);
+        stateful, the session streams are then ended instead of holding the stop up.
+        """
+        if self.stateful_transports is not None:
+            serving = self.loop_thread.serving
+            if stopping is not None:
+                self.stateful_transports.end_streams_when(serving, stopping)
         else:
             self.loops.release(self.loops.acquire())
 
@@ -135,9 +154,11 @@ class MCPBridge:
         self.loop_thread.close()
 
     def _exchange(self, scope: Scope, body: bytes, user: AuthenticatedUser | None) -> Exchange:
-        if self.stateful:
+        if self.stateful_transports is not None:
             serving = self.loop_thread.serving
-            return ThreadedExchange(serving, serving.manager.handle_request, scope, body, handler_context(user))
+            rule = request.url_rule
+            app = self.stateful_transports.app_for(serving, rule.rule if rule is not None else None)
+            return ThreadedExchange(serving, app, scope, body, handler_context(user))
         pooled = self.loops.acquire()
         manager = pooled.managers[-1] if self.single_answer_path and self._single_answer() else pooled.manager
         return ASGIExchange(
@@ -252,7 +273,7 @@ def init_app(
     settings: Settings,
     answered_at_once: Mapping[str, frozenset[str]] | None = None,
     *,
-    session_manager: Callable[..., StreamableHTTPSessionManager] | None = None,
+    session_manager: Callable[..., ResumableSessionManager] | None = None,
 ) -> MCPBridge:
     bridge = MCPBridge(server, settings, answered_at_once, session_manager=session_manager)
     app.extensions[EXTENSION_KEY] = bridge
@@ -266,4 +287,9 @@ def init_app(
             methods=["GET", "POST", "DELETE"],
             strict_slashes=False,
         )
+    if settings.legacy_sse:
+        # The 2024-11-05 HTTP+SSE transport (app.bridge.legacy_sse): the same view, hooks and bearer checks.
+        stream_path, messages_path = legacy_paths(settings.endpoint_path)
+        app.add_url_rule(stream_path, endpoint="mcp", view_func=bridge.handle, methods=["GET"])
+        app.add_url_rule(messages_path, endpoint="mcp", view_func=bridge.handle, methods=["POST"], strict_slashes=False)
     return bridge

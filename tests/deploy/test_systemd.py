@@ -118,6 +118,7 @@ def test_the_template_binds_its_instance_port() -> None:
         "MCP_INSTANCE_PATH=/var/lib/mcp-server",
         "PROMETHEUS_MULTIPROC_DIR=/run/mcp-server-%i/metrics",
         "MCP_PROC_NAME=mcp-server-%i",
+        "MCP_INSTANCE_NAME=%i",
     ]
     assert found["RuntimeDirectory"] == ["mcp-server-%i"]
 

@@ -44,11 +44,14 @@ def call_tool(
 
 
 def messages(content_type: str | None, body: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of a response, whether plain JSON or Server-Sent Events."""
+    """The JSON-RPC messages of a response, whether plain JSON or Server-Sent Events.
+
+    An event with empty data is a priming event (stateful mode, resumable streams): an id, no message.
+    """
     if content_type and content_type.startswith("text/event-stream"):
         found = []
         for line in body.decode().splitlines():
-            if line.startswith("data:"):
+            if line.startswith("data:") and line[5:].strip():
                 found.append(json.loads(line[5:].strip()))
         return found
     return [json.loads(body)]

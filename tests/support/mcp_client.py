@@ -1,4 +1,4 @@
-"""The official SDK client, connected to a running server with a bearer token."""
+"""The official SDK client, connected to a running server with a bearer token (Streamable HTTP, or HTTP+SSE)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx2
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
@@ -38,6 +39,24 @@ async def connect(
         httpx2.AsyncClient(**http_options) as http,
         Client(streamable_http_client(url, http_client=http), mode=ERAS[era], **options) as client,
     ):
+        yield client
+
+
+@asynccontextmanager
+async def connect_sse(
+    url: str, token: str, *, verify: ssl.SSLContext | bool = True, **options: Any
+) -> AsyncIterator[Client]:
+    """The 2024-11-05 HTTP+SSE transport (``sse_client``) to the stream at ``url``, as an SSE-only client."""
+
+    def http_client(
+        headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: httpx2.Auth | None = None
+    ) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+
+    transport = sse_client(
+        url, headers={"Authorization": f"Bearer {token}"}, timeout=30, httpx_client_factory=http_client
+    )
+    async with Client(transport, mode="legacy", **options) as client:
         yield client
 
 

@@ -1,4 +1,4 @@
-"""Debian's nginx, running the shipped site file (nginx/mcp-server.conf) rendered for loopback ports.
+"""Debian's nginx, running a shipped site file (nginx/mcp-server.conf, or its stateful variant) for loopback ports.
 
 Rendering replaces the example values of the shipped file and nothing else;
 every replaced value must be found, so a change to the site file that the
@@ -24,15 +24,39 @@ from tests.support.servers import free_port
 from tests.support.tls import TLSFiles
 
 SITE_FILE = ROOT / "nginx" / "mcp-server.conf"
+STATEFUL_SITE_FILE = ROOT / "nginx" / "mcp-server-stateful.conf"
+# The stateful variant's example instances, as shipped: their map lines and their upstream blocks.
+STATEFUL_MAP_LINES = '    "~^8000\\."      mcp_server_8000;\n    "~^8001\\."      mcp_server_8001;\n'
+STATEFUL_UPSTREAMS = (
+    "upstream mcp_server_8000 {\n    server 127.0.0.1:8000;\n    keepalive 16;\n}\n\n"
+    "upstream mcp_server_8001 {\n    server 127.0.0.1:8001;\n    keepalive 16;\n}\n"
+)
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def render_site(
-    *, https_port: int, http_port: int, upstreams: Sequence[int], tls: TLSFiles, folder: Path, acme_root: Path
+    *,
+    https_port: int,
+    http_port: int,
+    upstreams: Sequence[int],
+    tls: TLSFiles,
+    folder: Path,
+    acme_root: Path,
+    instances: Sequence[tuple[str, int]] | None = None,
 ) -> str:
-    text = SITE_FILE.read_text()
+    """``instances``: the stateful variant, with these (MCP_INSTANCE_NAME, port) pairs in its map and upstreams."""
+    site_file = SITE_FILE if instances is None else STATEFUL_SITE_FILE
+    text = site_file.read_text()
     servers = "\n    ".join(f"server 127.0.0.1:{port};" for port in upstreams)
-    replacements = [
+    replacements = []
+    if instances is not None:
+        map_lines = "".join(f'    "~^{name}\\."      mcp_server_{name};\n' for name, _ in instances)
+        blocks = "\n".join(
+            f"upstream mcp_server_{name} {{\n    server 127.0.0.1:{port};\n    keepalive 16;\n}}\n"
+            for name, port in instances
+        )
+        replacements += [(STATEFUL_MAP_LINES, map_lines), (STATEFUL_UPSTREAMS, blocks)]
+    replacements += [
         ("/etc/letsencrypt/live/mcp.example.com/fullchain.pem", str(tls.fullchain)),
         ("/etc/letsencrypt/live/mcp.example.com/privkey.pem", str(tls.private_key)),
         ("server_name mcp.example.com;", "server_name 127.0.0.1;"),
@@ -46,7 +70,7 @@ def render_site(
         ("/var/log/nginx/mcp-server.error.log", str(folder / "error.log")),
     ]
     for old, new in replacements:
-        assert old in text, f"{old!r} is no longer in {SITE_FILE}: update tests/support/nginx.py"
+        assert old in text, f"{old!r} is no longer in {site_file}: update tests/support/nginx.py"
         text = text.replace(old, new)
     directives = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in directives if "example.com" in line]
@@ -110,8 +134,18 @@ class Nginx:
         return self.process.returncode
 
 
-def start_nginx(folder: Path, tls: TLSFiles, upstreams: Sequence[int], *, https_port: int | None = None) -> Nginx:
-    """nginx in front of the instances on ``upstreams``; ready once /healthz answers through it."""
+def start_nginx(
+    folder: Path,
+    tls: TLSFiles,
+    upstreams: Sequence[int],
+    *,
+    https_port: int | None = None,
+    instances: Sequence[tuple[str, int]] | None = None,
+) -> Nginx:
+    """nginx in front of the instances on ``upstreams``; ready once /healthz answers through it.
+
+    With ``instances``, the stateful variant routing each (name, port) instance's sessions to it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     https_port, http_port = https_port or free_port(), free_port()
     acme_root = folder / "acme"
@@ -125,6 +159,7 @@ def start_nginx(folder: Path, tls: TLSFiles, upstreams: Sequence[int], *, https_
             tls=tls,
             folder=folder,
             acme_root=acme_root,
+            instances=instances,
         )
     )
     config = folder / "nginx.conf"
