@@ -170,6 +170,18 @@ class MCPBridge:
             on_done=lambda: self.loops.release(pooled),
         )
 
+    def _is_legacy_stream(self) -> bool:
+        """An HTTP+SSE stream (MCP_LEGACY_SSE): the session itself, which MCP_STREAM_LIFETIME leaves alone, since
+        ending it would end the session."""
+        transports = self.stateful_transports
+        rule = request.url_rule
+        return (
+            transports is not None
+            and transports.legacy_rules is not None
+            and rule is not None
+            and rule.rule == transports.legacy_rules[0]
+        )
+
     def _single_answer(self) -> bool:
         """Whether this request is one JSON-RPC message whose answer can only be one JSON body.
 
@@ -231,7 +243,7 @@ class MCPBridge:
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
         exchange.watch_client(client_socket(request.environ))
         deadline = None
-        if self.stream_lifetime is not None and request.method == "GET":
+        if self.stream_lifetime is not None and request.method == "GET" and not self._is_legacy_stream():
             deadline = time.monotonic() + self.stream_lifetime
         # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
         # response's call_on_close callbacks (audit, metrics, caps) once the stream has ended.
