@@ -54,16 +54,19 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #
 #   workers - Processes; one per core is right for this mostly CPU-bound app
 #             (2-4 on a small VM). MCP_WORKERS.
-#   worker_class - app.serving.worker.ConnectionWorker: each client connection
-#             is served, keep-alive requests included, by the thread that took
-#             it; a stream holds only its own connection's thread. Measured
-#             against gthread and the SDK's native server in the README
-#             (Performance). MCP_WORKER_CLASS=gthread brings gunicorn's own
-#             threaded worker back (then `threads` applies).
-#   worker_connections - Connections per worker (each one thread while it is
-#             open: nginx's kept-alive upstream connections, streams, clients
-#             waiting for an answer). Beyond it new connections wait in the
-#             listen backlog. MCP_WORKER_CONNECTIONS.
+#   worker_class - app.serving.worker.ConnectionWorker: one thread at a time
+#             polls every connection and serves each request start to end, like
+#             an event loop; a request that must wait (a tool awaiting I/O, a
+#             stream between events) goes on in a thread of its own while
+#             another thread takes over the polling. Measured against gthread
+#             and the SDK's native server in the README (Performance).
+#             MCP_WORKER_CLASS=gthread brings gunicorn's own threaded worker
+#             back (then `threads` applies).
+#   worker_connections - Connections per worker, and so the most threads it
+#             makes (open streams and waiting requests each hold one; nginx's
+#             idle kept-alive upstream connections only a poller entry).
+#             Beyond it new connections wait in the listen backlog.
+#             MCP_WORKER_CONNECTIONS.
 #   threads - gthread only: requests in flight per worker. MCP_THREADS.
 #   reuse_port - Each worker gets its own listening socket and the kernel
 #             spreads connections across them; with one shared socket,
@@ -76,8 +79,9 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #             then bind its own sockets beside systemd's instead of using the
 #             one it was handed.
 #   timeout - Seconds of silence from a worker before the arbiter restarts it.
-#             gthread workers heartbeat from their main loop, so long
-#             streaming requests do not trip it. MCP_WORKER_TIMEOUT.
+#             Both the connection worker and gthread heartbeat from their main
+#             thread, so long streaming requests do not trip it.
+#             MCP_WORKER_TIMEOUT.
 #   graceful_timeout - On SIGTERM or SIGHUP, how long in-flight requests
 #             (a streaming tool call) may take to finish before the worker is
 #             killed. Longer than your slowest tool; the systemd unit's

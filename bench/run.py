@@ -155,6 +155,14 @@ def lua_script(request: Captured, folder: Path) -> Path:
     return path
 
 
+def rotated(names: list[str], by: int) -> list[str]:
+    """``names`` turned by ``by`` places: the order servers are measured in, for one cell of one round."""
+    if not names:
+        return names
+    by %= len(names)
+    return names[by:] + names[:by]
+
+
 def run_wrk(url: str, script: Path, connections: int, seconds: int, server_pid: int | None = None) -> dict[str, float]:
     """One wrk run; with ``server_pid``, also the server's CPU time per request (steadier than req/s)."""
     threads = 1 if connections == 1 else 2
@@ -491,14 +499,21 @@ def main() -> None:
                         if serves(name, request.name):
                             check_answer(url, request)
             rows: list[Row] = []
-            plan = [
-                (s, r, c)
+            # One cell per request kind and connection count, each server measured in turn; the order
+            # of the servers turns by one place per cell and per round, so no server always runs first
+            # (right after another server's load) or always last.
+            cells = [
+                (r, c, [s for s in urls if serves(s, r)])
                 for c in (1, 16)
                 for r in requests
-                for s in urls
-                if serves(s, r) and not (r.startswith("streaming") and c == 1)
+                if not (r.startswith("streaming") and c == 1)
             ]
             for round_number in range(1, options.rounds + 1):
+                plan = [
+                    (server, request, connections)
+                    for index, (request, connections, names) in enumerate(cells)
+                    for server in rotated(names, round_number - 1 + index)
+                ]
                 for server, request, connections in plan:
                     shown = request if server != "ceiling" else "Flask 'ok'"
                     row = next(

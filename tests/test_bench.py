@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import rotated
 from tests.e2e.test_sdk_client import ALL_TOOLS
 from tests.support.issuer import MockIssuer
 
@@ -27,3 +28,15 @@ def test_native_app_serves_the_examples_and_the_streaming_tool(
     assert [tool.name for tool in tools] == [*ALL_TOOLS, "report_steps"]
     assert native.server.instructions.startswith("Tools of a small todo list")
     assert (tmp_path / "native.sqlite3").is_file()
+
+
+def test_each_server_takes_each_place_once_over_as_many_rounds() -> None:
+    names = ["ours-full", "ours", "native-gunicorn"]
+    orders = [rotated(names, round_index) for round_index in range(3)]
+    assert orders == [
+        ["ours-full", "ours", "native-gunicorn"],
+        ["ours", "native-gunicorn", "ours-full"],
+        ["native-gunicorn", "ours-full", "ours"],
+    ]
+    assert rotated(["ceiling"], 5) == ["ceiling"]
+    assert rotated([], 1) == []
