@@ -92,10 +92,26 @@ _REFRESH_COLUMNS = (
 )
 
 
+# Workers starting together on a new file all switch it to WAL at once; SQLite refuses one of them at once
+# ("database is locked", whatever the busy timeout: waiting could deadlock), so the one refused tries again.
+INIT_ATTEMPTS = 50
+INIT_RETRY_DELAY = 0.1
+
+
 class Storage:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            try:
+                self._create()
+                return
+            except sqlite3.OperationalError as error:
+                if "database is locked" not in str(error) or attempt == INIT_ATTEMPTS:
+                    raise
+                time.sleep(INIT_RETRY_DELAY)
+
+    def _create(self) -> None:
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
             for (table, column), statement in MIGRATIONS.items():
