@@ -32,6 +32,7 @@ from app import start_worker  # noqa: E402
 from app import stop_worker  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.settings import SettingsError  # noqa: E402
+from app.settings import is_loopback_host  # noqa: E402
 
 # Server socket
 #
@@ -148,14 +149,40 @@ else:
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Validate the configuration once, in the master, with the real worker count; start the metrics afresh."""
     try:
-        Settings.from_env(workers=server.cfg.workers)
+        settings = Settings.from_env(workers=server.cfg.workers)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         _remove_temporary_metrics_dir()
         sys.exit(4)
+    _warn_if_behind_an_untrusted_proxy(server, settings)
     # Counters of a previous run would be added to this one's.
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
+
+
+def _warn_if_behind_an_untrusted_proxy(server, settings):  # type: ignore[no-untyped-def]
+    """Listening only where a proxy on this machine reaches it (the shipped nginx site proxies to 127.0.0.1:8000)
+    while MCP_TRUSTED_PROXIES is 0: every client would then share the proxy's address, and with it one
+    failed-credentials limit. Said at start; a worker says it again on the first refusal a proxy forwarded."""
+    if settings.trusted_proxies or settings.dev:
+        return
+    local = _socket_activated or all(
+        not isinstance(address, tuple) or is_loopback_host(str(address[0])) for address in server.cfg.address
+    )
+    if local:
+        where = (
+            "the socket systemd handed over"
+            if _socket_activated
+            else ", ".join(
+                f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+                for address in server.cfg.address
+            )
+        )
+        server.log.warning(
+            "listening on this machine only (%s) with MCP_TRUSTED_PROXIES=0: behind nginx (nginx/mcp-server.conf) "
+            "set MCP_TRUSTED_PROXIES=1, or every client shares nginx's address and one failed-credentials limit",
+            where,
+        )
 
 
 def _loaded_app(worker):  # type: ignore[no-untyped-def]

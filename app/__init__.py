@@ -22,6 +22,7 @@ from app import dev_issuer
 from app import errors
 from app import health
 from app import metrics
+from app import principal_caps
 from app import protected_resource
 from app import rate_limits
 from app import tool_providers
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
 
     issuer = dev_issuer.DevIssuer(app.instance_path, settings) if settings.dev else None
+    # Development mode: the resource server refuses what its own authorization server revoked.
+    revoked = dev_issuer.revoked_access_tokens(app.instance_path) if issuer is not None else None
     state_secret = settings.state_secret or (issuer.state_secret if issuer is not None else None)
     policy = ScopePolicy()
     server = create_mcp_server(state_secret=state_secret)
@@ -124,7 +127,11 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             settings.resource_url,
         )
         cli.warn_if_served_elsewhere(settings, served)
-    verifier = _token_verifier(settings, issuer)
+    limits = rate_limits.RateLimits.from_settings(settings)
+    if limits is not None:
+        app.extensions["mcp_rate_limits"] = limits
+    # The failed-credentials limit is asked before any call to the authorization server a token would cause.
+    verifier = _token_verifier(settings, issuer, limits.check_outbound if limits is not None else None, revoked)
     app.extensions["mcp_keys"] = verifier.key_stores
 
     errors.init_app(app)
@@ -132,9 +139,9 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     if settings.metrics:
         metrics.init_app(app, settings, known_tools=policy.tool_requirements())
     transport_security.init_app(app, settings)
-    limits = rate_limits.RateLimits.from_settings(settings)
-    if limits is not None:
-        app.extensions["mcp_rate_limits"] = limits
+    caps = principal_caps.PrincipalCaps.from_settings(settings, on_refusal=metrics.count_cap_refusal)
+    if caps is not None:
+        principal_caps.init_app(app, caps)
     # RFC 9449: DPoP proofs' jti values are remembered where the rate limits count (one Redis for all).
     replays = dpop.replay_cache(settings.rate_limit_storage)
     resource_dpop = dpop.ProtectedResourceDPoP.from_settings(settings, replays, state_secret)
@@ -152,7 +159,9 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
             resource_url=settings.resource_url,
             dpop=resource_dpop,
             limits=limits,
+            caps=caps,
             on_refusal=metrics.count_auth_failure,
+            trusted_proxies=settings.trusted_proxies,
         ),
     )
     dpop.init_app(app, resource_dpop)
@@ -161,8 +170,14 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
         authorization_server_metadata.init_app(app, settings)
     health.init_app(app, verifier.key_stores)
     if issuer is not None:
-        dev_issuer.init_app(app, issuer, settings, server, policy, replays)
-    init_bridge(app, server, settings, tools.answered_at_once())
+        dev_issuer.init_app(app, issuer, settings, server, policy, replays, revoked)
+    init_bridge(
+        app,
+        server,
+        settings,
+        tools.answered_at_once(),
+        session_manager=caps.session_manager_factory() if caps else None,
+    )
     cors.init_app(app, settings)
     cli.init_app(app)
     if settings.trusted_proxies:
@@ -176,8 +191,18 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     return app
 
 
-def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> TokenVerifier:
-    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured."""
+def _token_verifier(
+    settings: Settings,
+    issuer: dev_issuer.DevIssuer | None,
+    before_outbound: Callable[[], None] | None = None,
+    revoked: dev_issuer.RevokedAccessTokens | None = None,
+) -> TokenVerifier:
+    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
+
+    ``before_outbound`` runs before a call to an authorization server that a request's token causes (an
+    introspection, a key fetch for an unknown ``kid``) and may refuse it by raising. ``revoked``: the
+    development issuer's revoked tokens, which its validator refuses.
+    """
     validators, stores = [], []
     for config in settings.issuers:
         source: KeySource = (
@@ -188,17 +213,21 @@ def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> 
             ttl=settings.jwks_ttl,
             refetch_cooldown=settings.jwks_refetch_cooldown,
             on_fetch=metrics.count_jwks_fetch,
+            before_refetch=before_outbound,
         )
         stores.append(keys)
+        options = {
+            "issuer": config.issuer,
+            "audiences": config.audiences,
+            "keys": keys,
+            "profile": settings.token_profile,
+            "leeway": settings.clock_leeway,
+            "scope_claims": settings.scope_claims,
+        }
         validators.append(
-            JWTAccessTokenValidator(
-                issuer=config.issuer,
-                audiences=config.audiences,
-                keys=keys,
-                profile=settings.token_profile,
-                leeway=settings.clock_leeway,
-                scope_claims=settings.scope_claims,
-            )
+            dev_issuer.RevokingValidator(revoked=revoked, **options)
+            if revoked is not None
+            else JWTAccessTokenValidator(**options)  # type: ignore[arg-type]
         )
     introspection = None
     if settings.introspection_url:
@@ -212,6 +241,7 @@ def _token_verifier(settings: Settings, issuer: dev_issuer.DevIssuer | None) -> 
             leeway=settings.clock_leeway,
             scope_claims=settings.scope_claims,
             retry_after=settings.jwks_refetch_cooldown,
+            before_call=before_outbound,
         )
     return TokenVerifier(validators, keys=stores, introspection=introspection)
 

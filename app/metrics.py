@@ -1,4 +1,4 @@
-"""Prometheus metrics at ``/metrics``: MCP requests, authentication refusals, tool durations, key fetches.
+"""Prometheus metrics at ``/metrics``: MCP requests, authentication refusals, cap refusals, tool durations, key fetches.
 
 Several gunicorn workers are several processes, and a scrape reaches one of
 them. prometheus_client's multiprocess mode makes every worker write its
@@ -106,6 +106,18 @@ JWKS_FETCHES = Counter(
     "Fetches of the authorization server's signing keys, by outcome (ok or error).",
     ["outcome"],
 )
+
+
+CAP_REFUSALS = Counter(
+    "mcp_cap_refusals",
+    "Requests refused because their caller already held as much as a per-caller cap allows, by cap "
+    "(in_flight, streams, sessions).",
+    ["cap"],
+)
+
+
+def count_cap_refusal(cap: str) -> None:
+    CAP_REFUSALS.labels(cap).inc()
 
 
 def count_auth_failure(reason: str) -> None:

@@ -8,7 +8,14 @@ Two limits, because they stop different things:
 * ``MCP_RATE_LIMIT_FAILED_AUTH`` per client address on refused credentials
   (no token, a bad one): it blunts token guessing, since past it every further
   guess gets 429 instead of an answer. A caller with a valid token is never
-  held back by it.
+  held back by it, with one exception: a token that can only be judged by
+  asking the authorization server (an opaque token to introspect, a JWT naming
+  a key this server has not loaded) is not asked about for an address already
+  past the limit (:meth:`RateLimits.check_outbound`), so junk tokens cost the
+  authorization server and this server's threads nothing once the limit is hit.
+  The address is the TCP peer's, or with ``MCP_TRUSTED_PROXIES=n`` the one
+  ``n`` proxies back in ``X-Forwarded-For``: behind nginx without it, every
+  client shares nginx's 127.0.0.1, and one guesser fills that one bucket.
 
 The counting is the ``limits`` library's (the engine Flask-Limiter runs on),
 fixed windows in ``MCP_RATE_LIMIT_STORAGE``: ``memory://`` counts per worker
@@ -30,6 +37,8 @@ import time
 from typing import Any
 
 from flask import Response
+from flask import has_request_context
+from flask import request
 from limits import RateLimitItem
 from limits import parse_many
 from limits.storage import MemoryStorage
@@ -44,6 +53,14 @@ logger = logging.getLogger(__name__)
 
 STORAGE_ERROR_LOG_INTERVAL = 60.0
 KEY_CACHE_SIZE = 4096
+
+
+class TooManyRefusals(Exception):  # noqa: N818 (a refusal, named for what the client did)
+    """An outbound call refused because the caller's address is past the failed-credentials limit."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("too many refused credentials")
+        self.response = response
 
 
 def _too_many(description: str, retry_after: int, limit: RateLimitItem) -> Response:
@@ -138,10 +155,7 @@ class RateLimits:
                     reset = self._strategy.get_window_stats(item, *identifiers).reset_time
                     return item, max(1, int(reset - time.time()) + 1)
         except Exception:
-            now = time.monotonic()
-            if now - self._last_storage_error >= STORAGE_ERROR_LOG_INTERVAL:
-                self._last_storage_error = now
-                logger.exception("rate limit storage failed; letting requests through")
+            self._storage_failed()
         return None
 
     def admit(self, principal: Principal) -> Response | None:
@@ -151,6 +165,34 @@ class RateLimits:
             return None
         item, retry_after = exceeded
         return _too_many(f"Rate limit exceeded: {item}", retry_after, item)
+
+    def check_outbound(self) -> None:
+        """Before a call to the authorization server on this request's behalf: raise
+        :class:`TooManyRefusals` if its address is already past ``MCP_RATE_LIMIT_FAILED_AUTH``.
+
+        It only looks (``test``, not ``hit``): the credential is counted once it is judged.
+        """
+        if not has_request_context():
+            return
+        address = request.remote_addr or "unknown"
+        try:
+            for item in self._failed_auth:
+                if not self._strategy.test(item, "failed-auth", address):
+                    reset = self._strategy.get_window_stats(item, "failed-auth", address).reset_time
+                    retry_after = max(1, int(reset - time.time()) + 1)
+                    raise TooManyRefusals(
+                        _too_many("Too many refused credentials from this address; retry later", retry_after, item)
+                    )
+        except TooManyRefusals:
+            raise
+        except Exception:
+            self._storage_failed()
+
+    def _storage_failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_storage_error >= STORAGE_ERROR_LOG_INTERVAL:
+            self._last_storage_error = now
+            logger.exception("rate limit storage failed; letting requests through")
 
     def refuse(self, address: str | None) -> Response | None:
         """Count one refused credential from ``address``; the 429 to answer instead once past the limit."""

@@ -52,6 +52,11 @@ DEFAULT_DPOP_ALGORITHMS = (
     "EdDSA",
 )
 DEFAULT_DPOP_PROOF_WINDOW = 60
+# Per-caller caps (app/principal_caps.py), sized for a 2-worker VM; the README (Security) says why.
+DEFAULT_CAP_IN_FLIGHT = 32
+DEFAULT_CAP_STREAMS = 8
+DEFAULT_CAP_SESSIONS = 64
+DEFAULT_STREAM_LIFETIME = 1800
 # Stateful mode's event store (MCP_EVENT_STORE): events kept per stream, and for how long; the SSE retry hint.
 DEFAULT_EVENT_STORE_MAX_EVENTS = 1000
 DEFAULT_EVENT_STORE_MAX_AGE = 300
@@ -144,6 +149,14 @@ class Settings:
     dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
     dpop_proof_window: int = DEFAULT_DPOP_PROOF_WINDOW
     dpop_nonce: bool = False
+    # Per verified caller (issuer + subject); None: that cap is off. Counted per worker with memory://,
+    # across workers with MCP_RATE_LIMIT_STORAGE=redis://.
+    cap_in_flight: int | None = DEFAULT_CAP_IN_FLIGHT
+    cap_streams: int | None = DEFAULT_CAP_STREAMS
+    cap_sessions: int | None = DEFAULT_CAP_SESSIONS
+    # Seconds a standalone GET stream (stateful mode) stays open before it is ended; None: no limit.
+    stream_lifetime: int | None = DEFAULT_STREAM_LIFETIME
+    dev_allow_remote: bool = False
 
     @property
     def issuer(self) -> str:
@@ -314,6 +327,11 @@ class Settings:
                 env, "MCP_DPOP_PROOF_WINDOW", default=DEFAULT_DPOP_PROOF_WINDOW, minimum=5, maximum=600
             ),
             dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
+            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", DEFAULT_CAP_IN_FLIGHT),
+            cap_streams=_cap(env, "MCP_CAP_STREAMS", DEFAULT_CAP_STREAMS),
+            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", DEFAULT_CAP_SESSIONS),
+            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
+            dev_allow_remote=_dev_allow_remote(env, dev),
         )
 
 
@@ -615,6 +633,23 @@ def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_of
     if not items:
         raise SettingsError(variable, f"{value!r} is not a rate limit like '120/minute;2000/hour'")
     return value
+
+
+def _cap(env: Mapping[str, str], variable: str, default: int, *, maximum: int = 100_000) -> int | None:
+    """A per-caller cap: a whole number, or ``off`` for none."""
+    if env.get(variable, "").strip().lower() == "off":
+        return None
+    try:
+        return _integer(env, variable, default=default, minimum=1, maximum=maximum)
+    except SettingsError as error:
+        raise SettingsError(variable, f"{error.problem} (or off)") from None
+
+
+def _dev_allow_remote(env: Mapping[str, str], dev: bool) -> bool:
+    allowed = _boolean(env, "MCP_DEV_ALLOW_REMOTE")
+    if allowed and not dev:
+        raise SettingsError("MCP_DEV_ALLOW_REMOTE", "only applies to development mode (MCP_DEV=1)")
+    return allowed
 
 
 def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:

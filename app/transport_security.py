@@ -6,6 +6,10 @@ and invalid, servers MUST respond with HTTP 403 Forbidden". Both checks run
 before authentication: a page on another origin learns nothing, not even
 whether a token would have been accepted. A request without an Origin header
 (a server-side client, curl) passes.
+
+In development mode two more checks run first, on every path: the peer must be
+this machine (the development authorization server issues tokens to anyone),
+and the Host must be a loopback name on the server's own port.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 HOST_CACHE_SIZE = 256
+_FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 
 def _json_error(status: int, error: str, description: str) -> Response:
@@ -43,6 +48,8 @@ class TransportSecurity:
         self._origins = frozenset({own_origin, *settings.allowed_origins})
         self._mcp_endpoint = mcp_endpoint
         self._hosts: dict[str, bool] = {}
+        self._allow_remote = settings.dev_allow_remote
+        self._trusted_proxies = settings.trusted_proxies
 
     def origin_allowed(self, origin: str) -> bool:
         origin = origin.lower()
@@ -86,6 +93,37 @@ class TransportSecurity:
             return _json_error(421, "misdirected_request", "This server does not serve the requested host")
         return None
 
+    def check_development_peer(self) -> Response | None:
+        """Development mode, every path: only this machine may talk to the server (unless MCP_DEV_ALLOW_REMOTE=1).
+
+        The development server mints tokens for anyone who asks and registers any
+        client, so it must not answer another machine, even when it is bound to
+        every interface (a container's published port, ``--host 0.0.0.0``). The
+        judge is the TCP peer's address (``REMOTE_ADDR``; with MCP_TRUSTED_PROXIES
+        the address those proxies name, through ProxyFix), never the Host header,
+        which any client writes as it likes. A request a proxy forwarded
+        (``X-Forwarded-For``, ``Forwarded``) without MCP_TRUSTED_PROXIES comes from
+        wherever that proxy took it: refused too.
+        """
+        environ = request.environ
+        peer = environ.get("REMOTE_ADDR")
+        forwarded = not self._trusted_proxies and any(name in environ for name in _FORWARDING_HEADERS)
+        # A unix socket has no address: its peer is a process on this machine.
+        if self._allow_remote or ((not peer or is_loopback_host(peer)) and not forwarded):
+            return None
+        logger.warning(
+            "refused %s %s from %s: development mode answers this machine only (MCP_DEV_ALLOW_REMOTE=1 to allow)",
+            request.method,
+            request.path,
+            f"{peer} via a proxy" if forwarded else peer,
+        )
+        return _json_error(
+            403,
+            "forbidden",
+            "Development mode (MCP_DEV=1) answers requests from this machine only: its authorization server "
+            "issues tokens to anyone who asks. To let other machines in, knowing that, set MCP_DEV_ALLOW_REMOTE=1",
+        )
+
     def check_development_host(self) -> Response | None:
         """Development mode, every path: only loopback hosts, and only on the port every URL names.
 
@@ -118,6 +156,12 @@ class TransportSecurity:
 
 def init_app(app: Flask, settings: Settings) -> None:
     security = TransportSecurity(settings)
+    if settings.dev and settings.dev_allow_remote:
+        logger.warning(
+            "MCP_DEV_ALLOW_REMOTE=1: this development server answers other machines too; anyone who can reach it "
+            "can register a client and get tokens from its authorization server"
+        )
     if settings.dev:
+        app.before_request(security.check_development_peer)
         app.before_request(security.check_development_host)
     app.before_request(security.check)

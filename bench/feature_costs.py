@@ -3,7 +3,8 @@
 The features a deployment has on (``ours-full`` in bench/run.py) are measured one by
 one, as the difference in CPU time per request between the lean app and the same
 app with only that feature on, hooks included: the audit log line, Prometheus
-counters in multiprocess mode, the per-caller rate limit, and all of them together.
+counters in multiprocess mode, the per-caller rate limit, the per-caller caps
+(requests in flight), and all of them together.
 The SDK's handler is replaced by a trivial ASGI answer (``--with-sdk`` keeps it), so
 the differences stand out of a much smaller total. The access log, written by the
 gunicorn worker rather than the app, is measured directly: gunicorn's own logger
@@ -39,13 +40,15 @@ from tests.support.jsonrpc import request_body  # noqa: E402
 from tests.support.jsonrpc import request_headers  # noqa: E402
 
 AUDIENCE = "https://bench.example/mcp"
-LEAN = {"MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"}
+CAPS_OFF = {"MCP_CAP_IN_FLIGHT": "off", "MCP_CAP_STREAMS": "off", "MCP_CAP_SESSIONS": "off"}
+LEAN = {"MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off", **CAPS_OFF}
 VARIANTS = {
     "lean": LEAN,
     "audit log": {**LEAN, "MCP_AUDIT_LOG": "1"},
     "metrics": {**LEAN, "MCP_METRICS": "1"},
     "rate limit": {**LEAN, "MCP_RATE_LIMIT": "1000000/minute"},
-    "all three": {"MCP_RATE_LIMIT": "1000000/minute"},
+    "caps": {k: v for k, v in LEAN.items() if k not in CAPS_OFF},
+    "all of them": {"MCP_RATE_LIMIT": "1000000/minute"},
     "lean again": LEAN,
 }
 SHIPPED_ACCESS_FORMAT = '%(h)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
@@ -194,7 +197,7 @@ def main() -> None:
     lean = app["lean"]
     print(f"{options.method}, {'with the SDK' if options.with_sdk else 'the SDK replaced by a trivial answer'}:")
     print(f"  lean app: {lean:.1f} us CPU per request")
-    for name in ("audit log", "metrics", "rate limit", "all three", "lean again"):
+    for name in ("audit log", "metrics", "rate limit", "caps", "all of them", "lean again"):
         print(f"  {name:<12} +{app[name] - lean:5.1f} us per request")
     print("access log line (shipped format, to a file):")
     for name, cost in access.items():

@@ -3,7 +3,7 @@
 ``make bench`` (or ``.venv/bin/python -m bench.run``). Starts, side by side on loopback ports:
 
 * ours-full: gunicorn with the shipped gunicorn.conf.py (2 connection workers, reuse_port) and every
-  shipped feature on: access log, audit log, metrics, rate limits;
+  shipped feature on: access log, audit log, metrics, rate limits, per-caller caps;
 * ours: the same, as lean as the reference (none of those features);
 * native: the same tools in the SDK's own Starlette app with its bearer authentication, under
   ``gunicorn -k asgi -w 2 --reuse-port`` (the reference) and under uvicorn with one worker;
@@ -460,11 +460,14 @@ def main() -> None:
             "MCP_LOG_LEVEL": "warning",
             "MCP_TOOLS": TOOLS,
         }
-        # "ours": like the reference, no access log, audit log, metrics or rate limits.
-        # "ours-full": all of them on, as shipped (the limit raised past what one benchmark token sends).
+        # "ours": like the reference, no access log, audit log, metrics, rate limits or per-caller caps.
+        # "ours-full": all of them on, as shipped (the limit raised past what one benchmark token sends; the
+        # caps' defaults, 32 in flight per caller and worker, are above its 16 connections).
         full = {"MCP_RATE_LIMIT": "1000000/minute"}
+        lean = {"MCP_ACCESS_LOG": "off", "MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"}
+        lean |= {"MCP_CAP_IN_FLIGHT": "off", "MCP_CAP_STREAMS": "off", "MCP_CAP_SESSIONS": "off"}
         variants = {
-            "ours": {"MCP_ACCESS_LOG": "off", "MCP_AUDIT_LOG": "0", "MCP_METRICS": "0", "MCP_RATE_LIMIT": "off"},
+            "ours": lean,
             "ours-full": full,
             "ours-uwsgi": full,
             "ours-flask-run": full,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,55 @@ def test_refused_credentials_are_counted_per_address(issuer: MockIssuer, tmp_pat
     stop_worker(app)
 
 
+def test_opaque_tokens_past_the_limit_are_never_introspected(issuer: MockIssuer, tmp_path: Path) -> None:
+    """The limit is asked before the call to the authorization server, not after its answer."""
+    client_id, secret = issuer.introspection_client
+    app = limited_app(
+        issuer,
+        tmp_path,
+        MCP_RATE_LIMIT_FAILED_AUTH="5/minute",
+        MCP_INTROSPECTION_URL=issuer.introspection_url,
+        MCP_INTROSPECTION_CLIENT_ID=client_id,
+        MCP_INTROSPECTION_CLIENT_SECRET=secret,
+    )
+    before = issuer.introspections()
+    statuses = [post(app, f"random-opaque-{n}").status_code for n in range(50)]
+    assert statuses == [401] * 5 + [429] * 45
+    assert issuer.introspections() == before + 5
+    # A known valid opaque token is judged from the cache without a call, so it is never held back.
+    issuer.opaque_tokens["known-good"] = {
+        "active": True,
+        "iss": issuer.issuer,
+        "sub": "opaque-user",
+        "aud": RESOURCE,
+        "exp": int(time.time()) + 600,
+    }
+    assert post(app, "known-good", address="10.0.0.9").status_code == 200
+    assert post(app, "known-good").status_code == 200
+    assert issuer.introspections() == before + 6
+    # JWTs are verified locally and still pass.
+    assert post(app, issuer.mint(RESOURCE)).status_code == 200
+    stop_worker(app)
+    issuer.opaque_tokens.clear()
+
+
+def test_an_unknown_kid_past_the_limit_fetches_no_keys(issuer: MockIssuer, tmp_path: Path) -> None:
+    app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT_FAILED_AUTH="2/minute", MCP_JWKS_REFETCH_COOLDOWN="1")
+    assert post(app, issuer.mint(RESOURCE)).status_code == 200  # the keys are loaded
+    assert [post(app, "guess").status_code for _ in range(2)] == [401, 401]
+    time.sleep(1.1)  # past the refetch cooldown: a token with an unknown kid would now cause a fetch
+    fetches = issuer.key_fetches()
+    refused = post(app, issuer.mint(RESOURCE, header={"kid": "never-published"}))
+    assert refused.status_code == 429
+    assert refused.get_json()["error_description"] == "Too many refused credentials from this address; retry later"
+    assert issuer.key_fetches() == fetches
+    # From another address the same token costs one fetch and its answer.
+    other = post(app, issuer.mint(RESOURCE, header={"kid": "never-published"}), address="10.0.0.2")
+    assert other.status_code == 401
+    assert issuer.key_fetches() == fetches + 1
+    stop_worker(app)
+
+
 def test_public_documents_are_not_limited(issuer: MockIssuer, tmp_path: Path) -> None:
     app = limited_app(issuer, tmp_path, MCP_RATE_LIMIT="1/minute", MCP_RATE_LIMIT_FAILED_AUTH="1/minute")
     client = app.test_client()
@@ -131,3 +181,57 @@ def test_memory_counters_start_no_timer_thread_and_still_expire(monkeypatch: pyt
     # bob's counter is not read again: the sweep drops it
     assert not any(key.endswith("/bob") for key in storage.storage)
     assert storage.get(three.key_for("alice")) == 1
+
+
+PROXY_WARNING = (
+    "requests arrive through a proxy (they carry X-Forwarded-For or Forwarded) but MCP_TRUSTED_PROXIES is 0: every "
+    "client then shares the proxy's address 127.0.0.1, and with it one failed-credentials limit "
+    "(MCP_RATE_LIMIT_FAILED_AUTH). Behind the shipped nginx site set MCP_TRUSTED_PROXIES=1"
+)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "app.auth"]
+
+
+def test_a_proxy_the_server_does_not_trust_is_named_once(
+    issuer: MockIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = limited_app(issuer, tmp_path)
+    client = app.test_client()
+    forwarded = {**request_headers("tools/list"), "X-Forwarded-For": "198.51.100.7"}
+    caplog.set_level("WARNING", logger="app.auth")
+    assert client.post("/mcp", headers=request_headers("tools/list"), json=LIST).status_code == 401
+    assert warnings_of(caplog) == []  # a direct request says nothing about proxies
+    for _ in range(3):
+        assert client.post("/mcp", headers=forwarded, json=LIST).status_code == 401
+    assert warnings_of(caplog) == [PROXY_WARNING]
+    stop_worker(app)
+
+
+def test_a_trusted_proxy_is_not_warned_about(
+    issuer: MockIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = limited_app(issuer, tmp_path, MCP_TRUSTED_PROXIES="1")
+    caplog.set_level("WARNING", logger="app.auth")
+    forwarded = {**request_headers("tools/list"), "X-Forwarded-For": "198.51.100.7"}
+    assert app.test_client().post("/mcp", headers=forwarded, json=LIST).status_code == 401
+    assert warnings_of(caplog) == []
+    stop_worker(app)
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_failed_credentials_bucket(
+    issuer: MockIssuer, tmp_path: Path
+) -> None:
+    app = limited_app(issuer, tmp_path, MCP_TRUSTED_PROXIES="1", MCP_RATE_LIMIT_FAILED_AUTH="2/minute")
+    client = app.test_client()
+
+    def via_proxy(client_address: str) -> int:
+        headers = {**request_headers("tools/list", token="guess"), "X-Forwarded-For": client_address}
+        response = client.post("/mcp", headers=headers, json=LIST, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        response.close()
+        return response.status_code
+
+    assert [via_proxy("198.51.100.7") for _ in range(3)] == [401, 401, 429]
+    assert via_proxy("203.0.113.20") == 401  # another client behind the same proxy is not held back
+    stop_worker(app)

@@ -816,6 +816,46 @@ class TestIntegers:
         assert_refused(refusal(production(**{variable: value})), variable, problem)
 
 
+class TestCaps:
+    def test_defaults(self) -> None:
+        settings = Settings.from_mapping(production())
+        assert (settings.cap_in_flight, settings.cap_streams, settings.cap_sessions) == (32, 8, 64)
+        assert settings.stream_lifetime == 1800
+
+    def test_rate_limits_off_leaves_the_caps_on(self) -> None:
+        settings = Settings.from_mapping(production(MCP_RATE_LIMIT="off"))
+        assert settings.rate_limit is None
+        assert (settings.cap_in_flight, settings.cap_streams, settings.cap_sessions) == (32, 8, 64)
+
+    @pytest.mark.parametrize(
+        ("variable", "attribute"),
+        [
+            ("MCP_CAP_IN_FLIGHT", "cap_in_flight"),
+            ("MCP_CAP_STREAMS", "cap_streams"),
+            ("MCP_CAP_SESSIONS", "cap_sessions"),
+            ("MCP_STREAM_LIFETIME", "stream_lifetime"),
+        ],
+    )
+    def test_each_has_its_own_off(self, variable: str, attribute: str) -> None:
+        assert getattr(Settings.from_mapping(production(**{variable: "off"})), attribute) is None
+        assert getattr(Settings.from_mapping(production(**{variable: "OFF"})), attribute) is None
+        assert getattr(Settings.from_mapping(production(**{variable: "5"})), attribute) == 5
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "problem"),
+        [
+            pytest.param("MCP_CAP_IN_FLIGHT", "0", "must be between 1 and 100000, not 0 (or off)", id="zero"),
+            pytest.param("MCP_CAP_STREAMS", "many", "must be a whole number, not 'many' (or off)", id="word"),
+            pytest.param("MCP_CAP_SESSIONS", "-3", "must be between 1 and 100000, not -3 (or off)", id="negative"),
+            pytest.param(
+                "MCP_STREAM_LIFETIME", "86401", "must be between 1 and 86400, not 86401 (or off)", id="lifetime-long"
+            ),
+        ],
+    )
+    def test_refused(self, variable: str, value: str, problem: str) -> None:
+        assert_refused(refusal(production(**{variable: value})), variable, problem)
+
+
 class TestMetrics:
     @pytest.mark.parametrize(
         ("variable", "value", "problem"),

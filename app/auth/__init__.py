@@ -40,11 +40,14 @@ from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
 from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
+from app.principal_caps import PrincipalCaps
 from app.rate_limits import RateLimits
+from app.rate_limits import TooManyRefusals
 
 logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "mcp_auth"
+FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 SDK_USER_CACHE_SIZE = 4096
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,18 +70,24 @@ class BearerAuthentication:
         resource_url: str,
         dpop: ProtectedResourceDPoP | None = None,
         limits: RateLimits | None = None,
+        caps: PrincipalCaps | None = None,
         mcp_endpoint: str = "mcp",
         on_refusal: Callable[[str], None] | None = None,
+        trusted_proxies: int = 0,
     ) -> None:
         """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
-        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only)."""
+        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what one
+        caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
         self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
         self.scopes = scopes
         self.resource_url = resource_url
         self.limits = limits
+        self.caps = caps
         self.mcp_endpoint = mcp_endpoint
+        self.trusted_proxies = trusted_proxies
+        self._proxy_warned = trusted_proxies > 0
         self.dpop = dpop or ProtectedResourceDPoP()
         self._public: dict[str | None, bool] = {}
         self._sdk_users: dict[int, tuple[Principal, AuthenticatedUser]] = {}
@@ -109,9 +118,17 @@ class BearerAuthentication:
             if endpoint == self.mcp_endpoint:
                 ctx.mcp_user = self._sdk_user(principal, token)
                 self._check_scopes(principal)
+                # Last: a request refused above holds nothing.
+                if self.caps is not None and (over := self.caps.admit(ctx, principal, req.method, environ)):
+                    return over
+        except TooManyRefusals as refused:
+            # The token needed the authorization server's word, and this address is past its limit.
+            self._warn_if_proxied(environ)
+            return refused.response
         except BearerError as error:
             ctx.auth_error = error
             self._log_refusal(error)
+            self._warn_if_proxied(environ)
             if self.limits is not None and error.status_code != 403:
                 too_many = self.limits.refuse(req.remote_addr)
                 if too_many is not None:
@@ -123,6 +140,25 @@ class BearerAuthentication:
                 self.on_refusal("keys_unavailable")
             return Challenger.unavailable(error)
         return None
+
+    def _warn_if_proxied(self, environ: dict[str, Any]) -> None:
+        """Once per worker, on a refusal: say so if requests come through a proxy this server does not trust.
+
+        With MCP_TRUSTED_PROXIES=0 the failed-credentials limit keys on the TCP peer;
+        behind nginx that is 127.0.0.1 for every client, so one guesser's refusals
+        would turn everyone's 401 into 429. Checked on refusals only: nothing per
+        accepted request.
+        """
+        if self._proxy_warned:
+            return
+        if any(name in environ for name in FORWARDING_HEADERS):
+            self._proxy_warned = True
+            logger.warning(
+                "requests arrive through a proxy (they carry X-Forwarded-For or Forwarded) but MCP_TRUSTED_PROXIES "
+                "is 0: every client then shares the proxy's address %s, and with it one failed-credentials limit "
+                "(MCP_RATE_LIMIT_FAILED_AUTH). Behind the shipped nginx site set MCP_TRUSTED_PROXIES=1",
+                environ.get("REMOTE_ADDR"),
+            )
 
     def _is_public(self, endpoint: str | None) -> bool:
         public = self._public.get(endpoint)

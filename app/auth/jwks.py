@@ -31,6 +31,8 @@ from joserfc.jwk import JWKRegistry
 from joserfc.jwk import Key
 
 from app.auth.challenges import KeysUnavailable
+from app.auth.outbound import close_quietly
+from app.auth.outbound import open_url
 from app.settings import is_loopback_host
 
 logger = logging.getLogger(__name__)
@@ -52,17 +54,20 @@ class KeySource(Protocol):
 
 
 def fetch_json(url: str) -> dict[str, Any]:
-    """GET a small JSON object, with a timeout and a size limit, over https (http only on loopback)."""
+    """GET a small JSON object, with a timeout and a size limit, over https (http only on loopback).
+
+    A redirect is followed only within the URL's origin: the document that names
+    an issuer's keys must come from where its URL says.
+    """
     parts = urlsplit(url)
     if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
         raise KeyFetchError(f"refusing to fetch {url!r}: not an https URL")
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
     try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (scheme checked)
-            data = response.read(MAX_DOCUMENT_BYTES + 1)
+        # Redirects are followed only within the URL's origin (app.auth.outbound).
+        data = open_url(request, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES + 1)
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        if isinstance(exc, urllib.error.HTTPError):
-            exc.close()
+        close_quietly(exc)
         raise KeyFetchError(f"GET {url} failed: {exc}") from None
     if len(data) > MAX_DOCUMENT_BYTES:
         raise KeyFetchError(f"GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
@@ -164,13 +169,19 @@ class KeyStore:
         refetch_cooldown: float = 30,
         clock: Callable[[], float] = time.monotonic,
         on_fetch: Callable[[str], None] | None = None,
+        before_refetch: Callable[[], None] | None = None,
     ) -> None:
+        """``before_refetch`` runs before a fetch caused by a token's unknown ``kid`` (a request's doing,
+        unlike the first load and TTL refreshes) and may refuse it by raising (the failed-credentials limit)."""
         self._source = source
         self._ttl = ttl
         self._cooldown = refetch_cooldown
         self._clock = clock
         self._on_fetch = on_fetch
+        self._before_refetch = before_refetch
         self._keys: dict[str | None, Key] = {}
+        #: Changes whenever the set of keys changes, so that caches of what they verified can notice.
+        self.generation = 0
         self._loaded_at: float | None = None
         self._last_attempt: float | None = None
         self._last_ok = False
@@ -207,6 +218,15 @@ class KeyStore:
             raise LookupError(kid)
         return key
 
+    def current(self, kid: str | None) -> Key | None:
+        """The key serving ``kid`` now, without fetching; None once it left the set."""
+        return self._lookup(kid)
+
+    def check_ttl(self) -> None:
+        """Refresh the keys if their TTL ran out (for callers that reuse earlier verdicts instead of calling find)."""
+        if self._loaded_at is not None and self._clock() - self._loaded_at >= self._ttl:
+            self._refresh("ttl")
+
     def _lookup(self, kid: str | None) -> Key | None:
         if kid is None:
             # A token without kid is only unambiguous when the set has one key.
@@ -236,6 +256,8 @@ class KeyStore:
         try:
             if self._within_cooldown():
                 return False
+            if reason == "unknown kid" and self._before_refetch is not None:
+                self._before_refetch()  # may raise: the caller is not let to cause a fetch
             now = self._clock()
             self._last_attempt = now
             self.fetch_count += 1
@@ -252,6 +274,13 @@ class KeyStore:
                     "keeping the cached keys" if self._keys else "no keys are loaded",
                 )
                 return False
+            # A key that stayed (same kid, same material) keeps its object: what it verified stays verified.
+            for kid, key in keys.items():
+                old = self._keys.get(kid)
+                if old is not None and old.as_dict(private=False) == key.as_dict(private=False):
+                    keys[kid] = old
+            if keys != self._keys:
+                self.generation += 1
             self._keys = keys
             self._loaded_at = now
             self._last_ok = True

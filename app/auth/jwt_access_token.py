@@ -13,7 +13,8 @@ Two profiles:
 Both always check the signature against an algorithm allow-list, ``iss``
 (exact), ``aud`` (ours), ``exp``, ``nbf`` and ``sub``. A verified token is
 remembered by its SHA-256 until it expires, so a client that sends the same
-token again costs a dictionary lookup, not a signature check.
+token again costs a dictionary lookup, not a signature check; a remembered
+verdict dies with its key, once a refreshed key set no longer holds it.
 """
 
 from __future__ import annotations
@@ -115,39 +116,67 @@ class JWTAccessTokenValidator:
         if self._strict:
             options.update(client_id=essential, iat=essential, jti=essential)
         self._claims_registry = jwt.JWTClaimsRegistry(now=self._now, leeway=leeway, **options)
-        self._verified: dict[bytes, Principal] = {}
+        # digest -> (principal, the key that verified it, its kid, the key set's generation then)
+        self._verified: dict[bytes, tuple[Principal, Key, str | None, int]] = {}
 
     def _now(self) -> int:
         return int(self._clock())
 
     def validate(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).digest()
-        principal = self._verified.get(digest)
-        if principal is not None:
-            if principal.expires_at is not None and principal.expires_at > self._now() - self._leeway:
+        entry = self._verified.get(digest)
+        if entry is not None:
+            principal = entry[0]
+            keys = self._keys
+            keys.check_ttl()
+            if entry[3] != keys.generation and not self._still_trusted(digest, entry):
+                pass  # its key left the set: verified again below, against the keys there are now
+            elif principal.expires_at is not None and principal.expires_at > self._now() - self._leeway:
                 return principal
-            self._verified.pop(digest, None)
-            raise InvalidToken("The access token expired")
-        principal = self._verify(token)
+            else:
+                self._verified.pop(digest, None)
+                raise InvalidToken("The access token expired")
+        used: list[tuple[Key, str | None]] = []
+        principal = self._verify(token, used)
         if len(self._verified) >= CACHE_SIZE:
             # Drop the oldest entry; dicts keep insertion order.
             self._verified.pop(next(iter(self._verified)), None)
-        self._verified[digest] = principal
+        key, kid = used[-1]
+        self._verified[digest] = (principal, key, kid, self._keys.generation)
         return principal
 
-    def _resolve_key(self, obj: GuestProtocol) -> Key:
+    def _still_trusted(self, digest: bytes, entry: tuple[Principal, Key, str | None, int]) -> bool:
+        """After the key set changed: whether the key that verified this entry is still in it.
+
+        A verdict lives no longer than its key: a key the authorization server
+        withdrew (rotated out, or compromised) stops vouching for the tokens it
+        signed as soon as this server has the new set.
+        """
+        principal, key, kid, _ = entry
+        if self._keys.current(kid) is key:
+            self._verified[digest] = (principal, key, kid, self._keys.generation)
+            return True
+        self._verified.pop(digest, None)
+        return False
+
+    def _resolve_key(self, obj: GuestProtocol, used: list[tuple[Key, str | None]]) -> Key:
+        kid = obj.headers().get("kid")
         try:
-            return self._keys.find(obj.headers().get("kid"))
+            key = self._keys.find(kid)
         except LookupError:
             raise InvalidToken("The access token is signed with an unknown key") from None
+        used.append((key, kid))
+        return key
 
-    def _verify(self, token: str) -> Principal:
+    def _verify(self, token: str, used: list[tuple[Key, str | None]]) -> Principal:
         if token.count(".") != 2:
             if token.count(".") == 4:
                 raise InvalidToken("Encrypted access tokens (JWE) are not accepted")
             raise InvalidToken("The access token is not a JWT")
         try:
-            decoded = jwt.decode(token, self._resolve_key, algorithms=ALLOWED_ALGORITHMS, registry=self._registry)
+            decoded = jwt.decode(
+                token, lambda obj: self._resolve_key(obj, used), algorithms=ALLOWED_ALGORITHMS, registry=self._registry
+            )
         except InvalidToken:
             raise
         except UnsupportedAlgorithmError:

@@ -26,6 +26,7 @@ tools taking a ``Context``, which may stream) takes the configured path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from starlette.types import Message
     from starlette.types import Scope
 
+    from app.bridge.resumability import ResumableSessionManager
     from app.settings import Settings
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -87,21 +89,31 @@ class MCPBridge:
     """Per-process state of the endpoint: where the SDK's handler runs."""
 
     def __init__(
-        self, server: MCPServer, settings: Settings, answered_at_once: Mapping[str, frozenset[str]] | None = None
+        self,
+        server: MCPServer,
+        settings: Settings,
+        answered_at_once: Mapping[str, frozenset[str]] | None = None,
+        *,
+        session_manager: Callable[..., ResumableSessionManager] | None = None,
     ) -> None:
         """``answered_at_once``: per method, the targets whose handler sends nothing but its answer
-        (``ScopedServer.answered_at_once``): their calls take the JSON path too."""
+        (``ScopedServer.answered_at_once``): their calls take the JSON path too. ``session_manager`` builds
+        the stateful mode's session managers (:class:`ResumableSessionManager` by default)."""
         self.server = server
         self.answered_at_once = dict(answered_at_once or {})
         self.endpoint_path = settings.endpoint_path
         self.stateful = settings.stateful
+        # Stateful: a standalone GET stream is ended (cleanly; the client reconnects) after this many seconds.
+        self.stream_lifetime = settings.stream_lifetime if settings.stateful else None
         json_response = settings.json_response
         # Stateful sessions live in one manager; with MCP_JSON_RESPONSE every answer is JSON already.
         self.single_answer_path = not self.stateful and not json_response
 
         # Stateful: Streamable HTTP (resumable), HTTP+SSE with MCP_LEGACY_SSE; see app.bridge.stateful.
         self.stateful_transports = (
-            StatefulTransports(server._lowlevel_server, settings, max_body_bytes=MAX_BODY_BYTES)
+            StatefulTransports(
+                server._lowlevel_server, settings, max_body_bytes=MAX_BODY_BYTES, session_manager=session_manager
+            )
             if self.stateful
             else None
         )
@@ -156,6 +168,18 @@ class MCPBridge:
             body,
             handler_context(user),
             on_done=lambda: self.loops.release(pooled),
+        )
+
+    def _is_legacy_stream(self) -> bool:
+        """An HTTP+SSE stream (MCP_LEGACY_SSE): the session itself, which MCP_STREAM_LIFETIME leaves alone, since
+        ending it would end the session."""
+        transports = self.stateful_transports
+        rule = request.url_rule
+        return (
+            transports is not None
+            and transports.legacy_rules is not None
+            and rule is not None
+            and rule.rule == transports.legacy_rules[0]
         )
 
     def _single_answer(self) -> bool:
@@ -218,9 +242,13 @@ class MCPBridge:
                 return _as_jsonrpc_error(start["status"], chunk)
             return PassThroughResponse(chunk, status=start["status"], headers=headers)
         exchange.watch_client(client_socket(request.environ))
+        deadline = None
+        if self.stream_lifetime is not None and request.method == "GET" and not self._is_legacy_stream():
+            deadline = time.monotonic() + self.stream_lifetime
         # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
-        # response's call_on_close callbacks (audit, metrics) once the stream has ended.
-        return PassThroughResponse(StreamingBody(exchange, chunk), status=start["status"], headers=headers)
+        # response's call_on_close callbacks (audit, metrics, caps) once the stream has ended.
+        body = StreamingBody(exchange, chunk, deadline=deadline)
+        return PassThroughResponse(body, status=start["status"], headers=headers)
 
 
 class _AcceptHeader:
@@ -252,9 +280,14 @@ def _as_jsonrpc_error(status: int, body: bytes) -> Response:
 
 
 def init_app(
-    app: Flask, server: MCPServer, settings: Settings, answered_at_once: Mapping[str, frozenset[str]] | None = None
+    app: Flask,
+    server: MCPServer,
+    settings: Settings,
+    answered_at_once: Mapping[str, frozenset[str]] | None = None,
+    *,
+    session_manager: Callable[..., ResumableSessionManager] | None = None,
 ) -> MCPBridge:
-    bridge = MCPBridge(server, settings, answered_at_once)
+    bridge = MCPBridge(server, settings, answered_at_once, session_manager=session_manager)
     app.extensions[EXTENSION_KEY] = bridge
     path = settings.endpoint_path
     rules = [path] if path == "/" else [path, path + "/"]

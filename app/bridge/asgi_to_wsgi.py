@@ -432,13 +432,16 @@ class StreamingBody:
     Each chunk is what the application has sent so far: one ASGI body message, or
     several joined when they were already waiting (a tool reporting progress in a
     burst), so that they leave in one write instead of one each. Nothing is held
-    back to wait for more.
+    back to wait for more. With a ``deadline`` (``time.monotonic()``), the stream
+    ends then, as if the application had finished it: the client sees a complete
+    response and may reconnect, and closing the body cancels the handler.
     """
 
-    def __init__(self, exchange: Exchange, first_chunk: bytes | None = None) -> None:
+    def __init__(self, exchange: Exchange, first_chunk: bytes | None = None, *, deadline: float | None = None) -> None:
         self._exchange = exchange
         self._pending = first_chunk
         self._finished = False
+        self._deadline = deadline
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -449,8 +452,12 @@ class StreamingBody:
             chunk, self._pending = self._pending, None
             return chunk + self._queued() if chunk else chunk
         while not self._finished:
-            message = self._exchange.next_message()
-            if message is None or message["type"] != "http.response.body":
+            if self._deadline is None:
+                message = self._exchange.next_message()
+            else:
+                left = self._deadline - time.monotonic()
+                message = self._exchange.next_message(timeout=left) if left > 0 else TIMED_OUT
+            if message is None or message is TIMED_OUT or message["type"] != "http.response.body":
                 self._finished = True
                 break
             if not message.get("more_body", False):

@@ -59,8 +59,18 @@ SHUTTING_DOWN = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "mess
 class StatefulTransports:
     """The stateful loop's ASGI applications, built once per serving loop (once per worker process)."""
 
-    def __init__(self, server: Server[Any], settings: Settings, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        server: Server[Any],
+        settings: Settings,
+        *,
+        max_body_bytes: int,
+        session_manager: Callable[..., ResumableSessionManager] | None = None,
+    ) -> None:
+        """``session_manager`` builds the session managers (:class:`ResumableSessionManager` by default; the
+        per-caller session cap passes a subclass that counts sessions, app.principal_caps)."""
         self.server = server
+        self.build_manager = session_manager or ResumableSessionManager
         self.settings = settings
         self.max_body_bytes = max_body_bytes
         self.session_ids = InstanceSessionIds(settings.instance_name) if settings.instance_name else None
@@ -82,7 +92,7 @@ class StatefulTransports:
             if settings.event_store
             else None
         )
-        return ResumableSessionManager(
+        return self.build_manager(
             app=self.server,
             event_store=store,
             max_age=settings.event_store_max_age,

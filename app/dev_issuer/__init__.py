@@ -10,13 +10,17 @@ issue on this machine, exactly as against a production identity provider:
 * :mod:`.registration`: RFC 7591 dynamic registration, public and confidential.
 * :mod:`.client_metadata`: client ID metadata documents (a client_id that is a URL).
 * :mod:`.grants`: authorization code + PKCE S256, refresh rotation, client credentials, RFC 8707.
+* :mod:`.revocation`: RFC 7009, and a replayed code or refresh token revoking its grant; the
+  resource server refuses revoked access tokens.
 * :mod:`.tokens`: RFC 9068 JWT access tokens, signed with :mod:`.signing`'s key;
   DPoP-bound (RFC 9449) when the token request carries a valid proof.
 * :mod:`.views`: the endpoints and the consent page; :mod:`.consent_forms`: its CSRF token.
 * :mod:`.storage`: SQLite in the instance folder, so a restart keeps registrations.
 * :mod:`.landing`: the page at ``/``.
 
-None of this exists unless MCP_DEV=1, and development mode serves loopback only.
+None of this exists unless MCP_DEV=1, and development mode answers only this
+machine (a loopback peer and a loopback Host; MCP_DEV_ALLOW_REMOTE=1 lets other
+machines in).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from app.auth.dpop import ProofVerifier
 from app.auth.dpop import ReplayCache
 from app.auth.scopes import ScopePolicy
 from app.dev_issuer import landing
+from app.dev_issuer.revocation import RevokedAccessTokens
+from app.dev_issuer.revocation import RevokingValidator
 from app.dev_issuer.scopes import ScopeCatalogue
 from app.dev_issuer.server import DevAuthorizationServer
 from app.dev_issuer.signing import DevIssuer
@@ -41,19 +47,33 @@ from app.dev_issuer.storage import Storage
 from app.dev_issuer.views import create_blueprint
 from app.settings import Settings
 
-__all__ = ["DevIssuer", "init_app"]
+__all__ = ["DevIssuer", "RevokedAccessTokens", "RevokingValidator", "init_app", "revoked_access_tokens"]
 
 EXTENSION_KEY = "dev_issuer"
 
 
+def revoked_access_tokens(instance_path: str) -> RevokedAccessTokens:
+    """The revoked access tokens of the issuer whose database is in ``instance_path``: the resource
+    server's validator refuses them, the authorization server adds to them."""
+    return RevokedAccessTokens(Storage(Path(instance_path) / DATABASE_FILE))
+
+
 def init_app(
-    app: Flask, issuer: DevIssuer, settings: Settings, server: MCPServer, policy: ScopePolicy, replays: ReplayCache
+    app: Flask,
+    issuer: DevIssuer,
+    settings: Settings,
+    server: MCPServer,
+    policy: ScopePolicy,
+    replays: ReplayCache,
+    revoked: RevokedAccessTokens | None = None,
 ) -> None:
     """Mount the authorization server and the landing page; call after every tool is registered.
 
     DPoP follows MCP_DPOP: off, a proof is ignored and tokens are Bearer; required, a token request
     without one is refused. Its proofs' jti values go to ``replays``, the resource server's cache.
+    ``revoked`` is what the resource server's validator consults (:func:`revoked_access_tokens`).
     """
+    revoked = revoked or revoked_access_tokens(app.instance_path)
     # Authlib logs every issued token, in full, at DEBUG: never let those lines through.
     logging.getLogger("authlib").setLevel(logging.INFO)
     proofs = None
@@ -62,11 +82,12 @@ def init_app(
         proofs = ProofVerifier.from_settings(settings, replays, nonces)
     authorization_server = DevAuthorizationServer(
         issuer,
-        Storage(Path(app.instance_path) / DATABASE_FILE),
+        revoked.storage,
         ScopeCatalogue.build(settings.scopes_supported, policy),
         token_lifetime=settings.dev_token_lifetime,
         proofs=proofs,
         dpop_required=settings.dpop == "required",
+        revoked=revoked,
     )
     app.extensions[EXTENSION_KEY] = issuer
     app.extensions["dev_authorization_server"] = authorization_server

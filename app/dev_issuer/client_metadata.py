@@ -9,18 +9,21 @@ nothing has to be registered ahead of time. Here the document is fetched once,
 checked (its ``client_id`` is the URL, it lists redirect URIs, it claims no
 shared secret), and cached in the database for every worker. In development
 mode a loopback http URL is accepted too, so a local client can serve its own
-document. The fetch follows no redirect, uses no proxy, reads at most 5 KiB
-(the draft's suggested limit) and gives up after a few seconds.
+document. The fetch (:mod:`.public_fetch`) connects only to public addresses
+for an https URL (only to loopback ones for a loopback http URL), checked after
+DNS resolution and pinned for the connection; it follows no redirect, uses no
+proxy, reads at most 5 KiB (the draft's suggested limit) and gives up after 5
+seconds in all, however slowly the other side answers. A document that could
+not be used is remembered as such for half a minute: asking again and again
+makes no new fetches.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +32,8 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 
 from app.dev_issuer.errors import safe_description
 from app.dev_issuer.models import Client
+from app.dev_issuer.public_fetch import FetchRefused
+from app.dev_issuer.public_fetch import PublicFetcher
 from app.dev_issuer.redirects import redirect_uri_problem
 from app.dev_issuer.storage import Storage
 from app.settings import is_loopback_host
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 MAX_DOCUMENT_BYTES = 5 * 1024
 FETCH_TIMEOUT = 5.0
 CACHE_SECONDS = 3600
+FAILURE_CACHE_SECONDS = 30
+FAILURE_CACHE_SIZE = 1024
 ALLOWED_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
 # The draft: a document MUST NOT use an authentication method based on a shared secret.
 SECRET_PROPERTIES = ("client_secret", "client_secret_expires_at")
@@ -72,19 +79,24 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a 3xx then surfaces as an HTTPError
-
-
 class ClientMetadataDocuments:
     """Resolves URL client_ids to :class:`Client` records, through a cache in the database."""
 
-    def __init__(self, storage: Storage, *, cache_seconds: int = CACHE_SECONDS, timeout: float = FETCH_TIMEOUT) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        cache_seconds: int = CACHE_SECONDS,
+        timeout: float = FETCH_TIMEOUT,
+        fetcher: PublicFetcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.storage = storage
         self.cache_seconds = cache_seconds
-        self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+        self.fetcher = fetcher or PublicFetcher(timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES)
+        self._clock = clock
+        # url -> (the refusal's description, when to forget it): per process, bounded.
+        self._failures: dict[str, tuple[str, float]] = {}
 
     def client(self, url: str) -> Client:
         """The client the document at ``url`` describes; raises ``invalid_client`` when it cannot be used."""
@@ -96,22 +108,33 @@ class ClientMetadataDocuments:
         if cached is not None and cached[1] + self.cache_seconds > now:
             document = cached[0]
         else:
-            document = self._validated(url, self._fetch(url))
+            failed = self._failures.get(url)
+            if failed is not None and failed[1] > self._clock():
+                raise InvalidClientError(description=failed[0])
+            try:
+                document = self._validated(url, self._fetch(url))
+            except InvalidClientError as error:
+                self._remember_failure(url, str(error.description))
+                raise
+            self._failures.pop(url, None)
             self.storage.save_metadata_document(url, document, now)
             logger.info("fetched the client metadata document %s (%r)", url, document.get("client_name"))
         return Client(client_id=url, metadata=document, issued_at=now, from_metadata_document=True)
 
+    def _remember_failure(self, url: str, description: str) -> None:
+        if len(self._failures) >= FAILURE_CACHE_SIZE and url not in self._failures:
+            self._failures.pop(next(iter(self._failures)), None)
+        self._failures[url] = (description, self._clock() + FAILURE_CACHE_SECONDS)
+
     def _fetch(self, url: str) -> Any:
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body = response.read(MAX_DOCUMENT_BYTES + 1)
-                content_type = response.headers.get_content_type()
-        except urllib.error.HTTPError as error:
-            raise self._refusal(url, f"fetching it answered HTTP {error.code}") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise self._refusal(url, f"it could not be fetched ({reason})") from None
+            fetched = self.fetcher.get(url)
+        except FetchRefused as refused:
+            raise self._refusal(url, str(refused)) from None
+        if fetched.status != 200:
+            # Redirects (3xx) included: a document is served where its URL says, or not at all.
+            raise self._refusal(url, f"fetching it answered HTTP {fetched.status}")
+        body, content_type = fetched.body, fetched.content_type
         if len(body) > MAX_DOCUMENT_BYTES:
             raise self._refusal(url, f"it is larger than {MAX_DOCUMENT_BYTES} bytes")
         if content_type != "application/json" and not content_type.endswith("+json"):

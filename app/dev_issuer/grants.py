@@ -12,9 +12,13 @@ require on top of Authlib 1.9.9's defaults:
 * RFC 8707 ``resource``: only MCP_RESOURCE_URL may be requested (absent means
   that one too); anything else is ``invalid_target``.
 * Codes are single use and short-lived; a second redemption is refused and
-  revokes the refresh tokens the first one produced (RFC 6749 section 4.1.2).
+  revokes what the first one produced, refresh and access tokens (RFC 6749
+  section 4.1.2: the server "SHOULD revoke (when possible) all tokens
+  previously issued based on that authorization code").
 * Refresh tokens rotate: each is redeemed once, and a reused one is refused
-  and revokes its whole family (OAuth 2.1 section 4.3.1).
+  and revokes its whole family, access tokens included (OAuth 2.1 section
+  4.3.1, RFC 9700 section 4.14.2). A revoked access token is refused at the
+  MCP endpoint from then on (:mod:`.revocation`).
 * RFC 9449 DPoP (:class:`DPoPBinding`): a token request with a valid proof
   gets an access token bound to the proof's key, and a public client's refresh
   token is bound to it too; a bound refresh token is refused without a proof
@@ -162,9 +166,10 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
         return User(authorization_code.subject)
 
     def _replayed(self, record: AuthorizationCode) -> None:
-        revoked = self.server.storage.revoke_family(record.family, int(time.time()))
+        revoked = self.server.revoke_family(record.family)
         logger.warning(
-            "authorization code presented again by client_id=%r sub=%r: refused, %d refresh token(s) revoked",
+            "authorization code presented again by client_id=%r sub=%r: refused, its grant revoked "
+            "(its access tokens and %d refresh token(s))",
             record.client_id,
             record.subject,
             revoked,
@@ -211,9 +216,10 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
         """Already done: the token was claimed (marked spent) before the new one was issued."""
 
     def _replayed(self, record: RefreshToken) -> None:
-        revoked = self.server.storage.revoke_family(record.family, int(time.time()))
+        revoked = self.server.revoke_family(record.family)
         logger.warning(
-            "refresh token reused by client_id=%r sub=%r: refused, its family of %d live token(s) revoked",
+            "refresh token reused by client_id=%r sub=%r: refused, its grant revoked "
+            "(its access tokens and %d live refresh token(s))",
             record.client_id,
             record.subject,
             revoked,

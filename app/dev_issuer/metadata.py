@@ -22,6 +22,7 @@ from app.settings import DEV_ISSUER_PATH
 AUTHORIZE_PATH = DEV_ISSUER_PATH + "/authorize"
 TOKEN_PATH = DEV_ISSUER_PATH + "/token"  # noqa: S105 (a path)
 REGISTER_PATH = DEV_ISSUER_PATH + "/register"
+REVOKE_PATH = DEV_ISSUER_PATH + "/revoke"
 JWKS_PATH = DEV_ISSUER_PATH + "/jwks.json"
 
 GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
@@ -35,6 +36,9 @@ def metadata_document(issuer: str, scopes: Sequence[str], *, dpop_algorithms: Se
         "authorization_endpoint": origin + AUTHORIZE_PATH,
         "token_endpoint": origin + TOKEN_PATH,
         "registration_endpoint": origin + REGISTER_PATH,
+        # RFC 8414 section 2 / RFC 7009: revocation, with the same client authentication as the token endpoint.
+        "revocation_endpoint": origin + REVOKE_PATH,
+        "revocation_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
         "jwks_uri": origin + JWKS_PATH,
         "scopes_supported": list(scopes),
         "response_types_supported": ["code"],

@@ -97,7 +97,8 @@ class Client(ClientMixin):
         return self.secret_hash is not None and hmac.compare_digest(self.secret_hash, digest(client_secret))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        if endpoint == "token":
+        # RFC 7009 section 2.1: a client authenticates at the revocation endpoint as at the token endpoint.
+        if endpoint in ("token", "revocation"):
             return method == self.token_endpoint_auth_method
         return True
 

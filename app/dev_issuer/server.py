@@ -3,10 +3,11 @@
 https://docs.authlib.org/en/latest/flask/2/authorization-server.html
 
 Built once per app. It knows the storage, resolves client_ids (registered, or
-URLs naming a client metadata document), saves refresh tokens by family, adds
+URLs naming a client metadata document), records access tokens and saves
+refresh tokens by grant family (so a replay or RFC 7009 revokes them), adds
 RFC 9207 ``iss`` to every authorization response, success or error, checks
 RFC 9449 DPoP proofs of token requests, and registers the grants and the
-registration endpoint.
+registration and revocation endpoints.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.models import digest
 from app.dev_issuer.registration import PUBLIC_CLIENT
 from app.dev_issuer.registration import RegistrationEndpoint
+from app.dev_issuer.revocation import RevokedAccessTokens
+from app.dev_issuer.revocation import TokenRevocationEndpoint
 from app.dev_issuer.scopes import ScopeCatalogue
 from app.dev_issuer.signing import DevIssuer
 from app.dev_issuer.storage import Storage
 from app.dev_issuer.tokens import AccessTokenGenerator
+from app.dev_issuer.tokens import unverified_claims
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +74,14 @@ class DevAuthorizationServer(AuthorizationServer):
         documents: ClientMetadataDocuments | None = None,
         proofs: ProofVerifier | None = None,
         dpop_required: bool = False,
+        revoked: RevokedAccessTokens | None = None,
     ) -> None:
         """``proofs`` checks DPoP proofs (None: DPoP is off and a proof is ignored, RFC 9449 section 5);
-        ``dpop_required``: a token request without a proof is refused."""
+        ``dpop_required``: a token request without a proof is refused. ``revoked``: the revoked access
+        tokens the resource server refuses (made from ``storage`` when not given)."""
         super().__init__()
         self.storage = storage
+        self.revoked = revoked or RevokedAccessTokens(storage)
         self.documents = documents or ClientMetadataDocuments(storage)
         self.catalogue = scopes
         self.scopes_supported = list(scopes.supported)
@@ -97,6 +104,13 @@ class DevAuthorizationServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_extension(self.issuer_parameter)
         self.register_endpoint(RegistrationEndpoint(self, self.metadata))
+        self.register_endpoint(TokenRevocationEndpoint(self, issuer, self.revoked))
+
+    def revoke_family(self, family: str) -> int:
+        """Revoke a grant: its refresh tokens and its access tokens, refused at the MCP endpoint from now on."""
+        revoked = self.storage.revoke_family(family, int(time.time()))
+        self.revoked.sync()
+        return revoked
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         try:
@@ -132,9 +146,19 @@ class DevAuthorizationServer(AuthorizationServer):
         subject = request.user.get_user_id() if request.user is not None else client.client_id
         refresh_token = token.get("refresh_token")
         jkt: str | None = getattr(request, "dpop_jkt", None)
+        parent = request.refresh_token or request.authorization_code
+        now = int(time.time())
+        # Recorded by its jti and grant family, so that a replay of the code or refresh token (or RFC 7009)
+        # can revoke it; client credentials tokens have no family.
+        claims = unverified_claims(token["access_token"])
+        self.storage.add_access_token(
+            str(claims["jti"]),
+            parent.family if parent is not None else None,
+            client.client_id,
+            int(claims["exp"]),
+            now,
+        )
         if refresh_token:
-            parent = request.refresh_token or request.authorization_code
-            now = int(time.time())
             # RFC 9449 section 5: refresh tokens of public clients are bound to the DPoP key;
             # confidential clients' are already bound to their credentials.
             public = client.token_endpoint_auth_method == PUBLIC_CLIENT

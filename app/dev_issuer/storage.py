@@ -1,6 +1,7 @@
 """SQLite storage of the development authorization server, in the instance folder.
 
-Clients, authorization codes, refresh tokens and fetched client metadata
+Clients, authorization codes, refresh tokens, the access tokens issued (their
+``jti`` and grant family, for revocation), consents and fetched client metadata
 documents live in one file shared by every worker process, so a restart keeps
 registrations and any worker can redeem what another issued. One short-lived
 connection per call, so any thread may use it. The
@@ -64,6 +65,20 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     jkt TEXT
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
+CREATE TABLE IF NOT EXISTS consents (
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, subject)
+);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    jti TEXT PRIMARY KEY,
+    family TEXT,
+    client_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS access_tokens_family ON access_tokens (family);
 """
 # Columns added since the first release, for instance folders made before them.
 MIGRATIONS = {("refresh_tokens", "jkt"): "ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT"}
@@ -77,10 +92,26 @@ _REFRESH_COLUMNS = (
 )
 
 
+# Workers starting together on a new file all switch it to WAL at once; SQLite refuses one of them at once
+# ("database is locked", whatever the busy timeout: waiting could deadlock), so the one refused tries again.
+INIT_ATTEMPTS = 50
+INIT_RETRY_DELAY = 0.1
+
+
 class Storage:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            try:
+                self._create()
+                return
+            except sqlite3.OperationalError as error:
+                if "database is locked" not in str(error) or attempt == INIT_ATTEMPTS:
+                    raise
+                time.sleep(INIT_RETRY_DELAY)
+
+    def _create(self) -> None:
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
             for (table, column), statement in MIGRATIONS.items():
@@ -208,9 +239,56 @@ class Storage:
         return cursor.rowcount == 1
 
     def revoke_family(self, family: str, now: int) -> int:
-        """Revoke every refresh token of one family; returns how many were still live."""
+        """Revoke every refresh token and access token of one family; returns how many refresh tokens were live."""
         with closing(self._connect()) as db, db:
             cursor = db.execute(
                 "UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL", (now, family)
             )
+            db.execute("UPDATE access_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL", (now, family))
         return cursor.rowcount
+
+    # Consents: which clients a user ever allowed (an error may be sent back only to such a client)
+
+    def add_consent(self, client_id: str, subject: str, now: int) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO consents (client_id, subject, granted_at) VALUES (?, ?, ?)",
+                (client_id, subject, now),
+            )
+
+    def consented(self, client_id: str) -> bool:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT 1 FROM consents WHERE client_id = ? LIMIT 1", (client_id,)).fetchone()
+        return row is not None
+
+    # Access tokens: what was issued, by grant family, so that a replay or RFC 7009 can revoke them
+
+    def add_access_token(self, jti: str, family: str | None, client_id: str, expires_at: int, now: int) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM access_tokens WHERE expires_at < ?", (now - KEEP_AFTER_EXPIRY,))
+            db.execute(
+                "INSERT OR IGNORE INTO access_tokens (jti, family, client_id, expires_at) VALUES (?, ?, ?, ?)",
+                (jti, family, client_id, expires_at),
+            )
+
+    def access_token_family(self, jti: str) -> str | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT family FROM access_tokens WHERE jti = ?", (jti,)).fetchone()
+        return row[0] if row is not None else None
+
+    def revoke_access_token(self, jti: str, client_id: str, expires_at: int, now: int) -> None:
+        """Revoke one access token (recorded now if it was never recorded, as a token minted by the CLI)."""
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT OR IGNORE INTO access_tokens (jti, family, client_id, expires_at) VALUES (?, NULL, ?, ?)",
+                (jti, client_id, expires_at),
+            )
+            db.execute("UPDATE access_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", (now, jti))
+
+    def revoked_access_tokens(self, now: int) -> set[str]:
+        """The jti of every revoked access token that has not expired yet."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT jti FROM access_tokens WHERE revoked_at IS NOT NULL AND expires_at >= ?", (now,)
+            ).fetchall()
+        return {row[0] for row in rows}

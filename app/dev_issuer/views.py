@@ -1,4 +1,4 @@
-"""The development authorization server's endpoints: authorize (consent page), token, register, keys, metadata.
+"""The development authorization server's endpoints: authorize (consent page), token, register, revoke, keys, metadata.
 
 https://www.rfc-editor.org/rfc/rfc6749#section-3.1
 https://www.rfc-editor.org/rfc/rfc8414#section-3.1
@@ -6,8 +6,10 @@ https://www.rfc-editor.org/rfc/rfc8414#section-3.1
 The authorization endpoint is a server-rendered consent page with a
 CSRF-protected form. A request whose client or redirect URI cannot be
 trusted gets an error page and is never redirected (RFC 6749 section
-4.1.2.1); every other error goes back to the client's redirect URI with
-``error``, ``state`` and RFC 9207 ``iss``. Every view is public (no bearer
+4.1.2.1), and so does any error of a client no user ever allowed here (RFC
+9700 section 4.11.2: registration is open, so a redirect to a fresh client's
+URI would be an open redirector); every other error goes back to the client's
+redirect URI with ``error``, ``state`` and RFC 9207 ``iss``. Every view is public (no bearer
 token) and answers only on loopback hosts, like the server in development mode.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
@@ -33,6 +36,7 @@ from app.dev_issuer.consent_forms import ConsentForms
 from app.dev_issuer.metadata import AUTHORIZE_PATH
 from app.dev_issuer.metadata import JWKS_PATH
 from app.dev_issuer.metadata import REGISTER_PATH
+from app.dev_issuer.metadata import REVOKE_PATH
 from app.dev_issuer.metadata import TOKEN_PATH
 from app.dev_issuer.models import User
 from app.dev_issuer.server import DevAuthorizationServer
@@ -76,7 +80,9 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
         return page("dev_issuer/error.html", status, error=error, description=description)
 
     def authorization_error(error: OAuth2Error) -> Response:
-        if error.redirect_uri:
+        # RFC 9700 section 4.11.2: an error redirect to the URI of a client nobody ever allowed (anyone can
+        # register one, with any redirect URI) would make this server an open redirector.
+        if error.redirect_uri and server.storage.consented(request.args.get("client_id", "")):
             response: Response = server.handle_error_response(None, error)
             server.issuer_parameter.add_issuer_parameter(server, response)
             return response
@@ -147,6 +153,7 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
             problem = "Enter a user name: 1 to 64 letters, digits or . _ @ + -"
             return consent_page(grant, nonce or forms.new_nonce(), username=username[:64], problem=problem)
         logger.info("consent given by sub=%r to client_id=%r", username, grant.client.get_client_id())
+        server.storage.add_consent(grant.client.get_client_id(), username, int(time.time()))
         return server.create_authorization_response(grant_user=User(username), grant=grant)  # type: ignore[no-any-return]
 
     @public
@@ -166,6 +173,10 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
         return server.create_endpoint_response("client_registration")  # type: ignore[no-any-return]
 
     @public
+    def revoke() -> Response:
+        return server.create_endpoint_response("revocation")  # type: ignore[no-any-return]
+
+    @public
     def authorization_server_metadata() -> Response:
         return Response(metadata, mimetype="application/json", headers={"Cache-Control": "no-cache"})
 
@@ -176,6 +187,7 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
     blueprint.add_url_rule(AUTHORIZE_PATH, view_func=authorize, methods=["GET", "POST"])
     blueprint.add_url_rule(TOKEN_PATH, view_func=token, methods=["POST"])
     blueprint.add_url_rule(REGISTER_PATH, view_func=register, methods=["POST"])
+    blueprint.add_url_rule(REVOKE_PATH, view_func=revoke, methods=["POST"])
     blueprint.add_url_rule(JWKS_PATH, view_func=json_web_key_set)
     paths = []
     for suffix in ("oauth-authorization-server", "openid-configuration"):

@@ -73,6 +73,9 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
 
 class CountingKeyStore(KeyStore):
     """A KeyStore that counts key lookups, to tell a cache hit from a verification."""
@@ -82,6 +85,21 @@ class CountingKeyStore(KeyStore):
     def find(self, kid: str | None) -> Key:
         self.finds += 1
         return super().find(kid)
+
+
+class MutableSource:
+    """A key source whose published keys the test changes, counting fetches."""
+
+    def __init__(self, *keys: Key) -> None:
+        self.keys = list(keys)
+        self.fetches = 0
+
+    def publish(self, *keys: Key) -> None:
+        self.keys = list(keys)
+
+    def fetch(self) -> Mapping[str, Any]:
+        self.fetches += 1
+        return {"keys": [public(key) for key in self.keys]}
 
 
 class Forge:
@@ -600,6 +618,54 @@ class TestVerifiedTokenCache:
         assert keys.finds == 3
         validator.validate(first)
         assert keys.finds == 4
+
+    def test_a_cached_verdict_dies_with_its_key(self, issuer: MockIssuer, forge: Forge, clock: Clock) -> None:
+        """The issuer withdraws a key (rotated out, or compromised): the tokens it signed are refused as soon as
+        this server has the new key set, even those it had verified and remembered."""
+        withdrawn = RSAKey.generate_key(2048, auto_kid=True)
+        source = MutableSource(withdrawn, EC_P256)
+        keys_clock = Clock(0)
+        keys = KeyStore(source, ttl=3600, refetch_cooldown=30, clock=keys_clock)
+        validator = JWTAccessTokenValidator(issuer=issuer.issuer, audiences=(AUDIENCE,), keys=keys, clock=clock)
+        signed = forge.mint(key=withdrawn)
+        kept = forge.mint(key=EC_P256, alg="ES256", jti="kept")
+        assert validator.validate(signed).sub == "alice"
+        assert validator.validate(kept).sub == "alice"
+        source.publish(EC_P256)  # the issuer's set without the withdrawn key
+        assert validator.validate(signed).sub == "alice"  # this server has not refreshed its keys yet
+        keys_clock.now = 3600  # the TTL: the next request refreshes them, even one whose verdict is cached
+        assert refusal(validator, signed) == UNKNOWN_KEY
+        assert refusal(validator, signed) == UNKNOWN_KEY
+        assert validator.validate(kept).sub == "alice"  # a key that stayed keeps its tokens' verdicts
+        assert source.fetches == 2
+
+    def test_a_refetch_for_another_tokens_kid_also_retires_verdicts(
+        self, issuer: MockIssuer, forge: Forge, clock: Clock
+    ) -> None:
+        withdrawn = RSAKey.generate_key(2048, auto_kid=True)
+        source = MutableSource(withdrawn)
+        keys_clock = Clock(0)
+        keys = KeyStore(source, ttl=3600, refetch_cooldown=30, clock=keys_clock)
+        validator = JWTAccessTokenValidator(issuer=issuer.issuer, audiences=(AUDIENCE,), keys=keys, clock=clock)
+        signed = forge.mint(key=withdrawn)
+        validator.validate(signed)
+        source.publish(EC_P256)  # rotated: the old key is gone, a new one signs
+        keys_clock.now = 31  # past the refetch cooldown, within the TTL
+        assert validator.validate(forge.mint(key=EC_P256, alg="ES256", jti="new")).sub == "alice"
+        assert refusal(validator, signed) == UNKNOWN_KEY
+        assert keys.generation == 2
+
+    def test_a_refresh_with_the_same_keys_keeps_every_verdict(
+        self, validator: JWTAccessTokenValidator, forge: Forge, keys: CountingKeyStore
+    ) -> None:
+        token = forge.mint()
+        validator.validate(token)
+        generation = keys.generation
+        keys._clock.advance(3600)  # type: ignore[attr-defined]
+        assert validator.validate(token).sub == "alice"  # its TTL ran out: refetched, the same set
+        assert keys.fetch_count == 2
+        assert keys.generation == generation
+        assert keys.finds == 1
 
     def test_cache_is_per_validator(
         self, make_validator: Callable[..., JWTAccessTokenValidator], forge: Forge, keys: CountingKeyStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from flask import Flask
 
 from app import create_app
 from app import stop_worker
+from app.auth import introspection
 from app.auth.token_verification import named_issuer
 from app.settings import Settings
 from tests.conftest import RESOURCE
@@ -164,6 +166,17 @@ class TestIntrospection:
             pytest.param({"iss": "https://evil.example"}, "The access token was issued by another issuer", id="iss"),
             pytest.param({"exp": 1_000_000}, "The access token expired", id="expired"),
             pytest.param({"sub": None, "client_id": None}, "The access token has no subject", id="no subject"),
+            # client_id is never taken for sub: a client and a user of the same name would be one identity.
+            pytest.param({"sub": None, "client_id": "alice"}, "The access token has no subject", id="client-id-only"),
+            pytest.param({"iss": None}, "The introspection answer names no issuer (iss)", id="no iss"),
+            pytest.param({"token_type": "refresh_token"}, "The token is not an access token", id="refresh-type"),
+            pytest.param(
+                {"token_type": "urn:ietf:params:oauth:token-type:id_token"},
+                "The token is not an access token",
+                id="id-token-type",
+            ),
+            pytest.param({"typ": "Refresh"}, "The token is not an access token", id="keycloak-refresh"),
+            pytest.param({"typ": "ID"}, "The token is not an access token", id="keycloak-id"),
         ],
     )
     def test_refused(
@@ -171,6 +184,30 @@ class TestIntrospection:
     ) -> None:
         issuer.opaque_tokens["opaque-2"] = active(issuer, **answer) if answer != {"active": False} else answer
         assert whoami(introspecting, "opaque-2") == (401, challenge(description))
+
+    @pytest.mark.parametrize(
+        "token_type", ["Bearer", "bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token", "N_A"]
+    )
+    def test_access_token_types_are_accepted(self, introspecting: Flask, issuer: MockIssuer, token_type: str) -> None:
+        issuer.opaque_tokens["opaque-typed"] = active(issuer, token_type=token_type, typ="Bearer")
+        assert whoami(introspecting, "opaque-typed")[0] == 200
+
+    def test_junk_tokens_never_push_an_accepted_answer_out(
+        self, introspecting: Flask, issuer: MockIssuer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """10,000 random opaque tokens used to evict every real user's cached answer; refused ones are cached apart."""
+        monkeypatch.setattr(introspection, "CACHE_SIZE", 5)
+        monkeypatch.setattr(introspection, "REFUSED_CACHE_SIZE", 3)
+        issuer.opaque_tokens["real-user"] = active(issuer)
+        assert whoami(introspecting, "real-user")[0] == 200
+        for n in range(12):
+            assert whoami(introspecting, f"junk-{n}")[0] == 401
+        before = issuer.introspections()
+        assert whoami(introspecting, "real-user")[0] == 200
+        assert issuer.introspections() == before  # still cached
+        verifier = introspecting.extensions["mcp_auth"].verifier.introspection
+        assert len(verifier._refused) == 3  # bounded on its own
+        assert list(verifier._answers) == [hashlib.sha256(b"real-user").digest()]
 
     def test_an_unknown_token_is_inactive_and_that_is_cached_briefly(
         self, introspecting: Flask, issuer: MockIssuer

@@ -123,6 +123,44 @@ def test_closing_early_disconnects_and_cancels(serving: ServingLoop) -> None:
     assert seen == ["http.disconnect", "cancelled"]
 
 
+def test_a_stream_with_a_deadline_ends_then_and_its_handler_is_cancelled(serving: ServingLoop) -> None:
+    """A standalone GET stream's lifetime: the body ends cleanly at the deadline, as if the app had finished,
+    whether the app is silent or still sending; closing it cancels the handler."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await send({"type": "http.response.body", "body": b"event\n", "more_body": True})
+            await asyncio.sleep(3600)  # a silent stream
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    ex = exchange(serving, app)
+    ex.next_message()
+    started = time.monotonic()
+    body = StreamingBody(ex, deadline=started + 0.3)
+    assert list(body) == [b"event\n"]
+    assert 0.25 < time.monotonic() - started < 1.5
+    body.close()
+    assert seen == ["cancelled"]
+
+
+def test_a_deadline_already_passed_ends_the_stream_at_once(serving: ServingLoop) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(3600)
+
+    ex = exchange(serving, app)
+    ex.next_message()
+    body = StreamingBody(ex, b"first", deadline=time.monotonic() - 1)
+    assert list(body) == [b"first"]
+    body.close()
+
+
 def test_an_app_that_fails_before_answering(serving: ServingLoop, caplog: pytest.LogCaptureFixture) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")

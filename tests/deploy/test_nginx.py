@@ -9,26 +9,34 @@ import ssl
 import time
 import urllib.request
 import warnings
+from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
 
 from tests.deploy.conftest import ProxiedDeployment
+from tests.deploy.conftest import app_env
 from tests.deploy.conftest import assert_no_token
 from tests.support.dpop import DEFAULT_ALGORITHMS
 from tests.support.dpop import DEFAULT_ALGS
+from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.mcp_client import connect
 from tests.support.mcp_client import json_of
 from tests.support.mcp_client import text_of
+from tests.support.nginx import start_nginx
+from tests.support.servers import free_port
+from tests.support.servers import start_gunicorn
+from tests.support.tls import TLSFiles
 
 pytestmark = [pytest.mark.e2e]
 ERAS = pytest.mark.parametrize("era", ["2026-07-28", "2025-11-25"])
 ALL_TOOLS = ["whoami", "greet_user", "list_todos", "add_todo", "delete_todo", "count_to"]
 HSTS = "max-age=63072000; includeSubDomains"
+LIST = request_body("tools/list")
 
 
 def client(proxied: ProxiedDeployment) -> httpx2.Client:
@@ -254,3 +262,39 @@ def test_logs_hold_no_token_and_no_query_string(proxied: ProxiedDeployment) -> N
     assert_no_token(logs)
     assert "access_token" not in logs
     assert re.search(r'"POST /mcp HTTP/1\.1" 200 ', proxied.nginx.access_log())
+
+
+def test_behind_the_shipped_site_without_trusted_proxies_the_server_says_so(
+    issuer: MockIssuer, tls_files: TLSFiles, tmp_path: Path
+) -> None:
+    """The nginx site proxies to 127.0.0.1 and needs MCP_TRUSTED_PROXIES=1: a server started without it warns at
+    start, and again when the first refusal comes through the proxy (every client would share one bucket)."""
+    https_port = free_port()
+    env = app_env(issuer, f"https://127.0.0.1:{https_port}/mcp", tmp_path)
+    process, base = start_gunicorn(env, tmp_path / "gunicorn.log", workers=1)
+    nginx = None
+    try:
+        nginx = start_nginx(tmp_path / "nginx", tls_files, [int(base.rsplit(":", 1)[1])], https_port=https_port)
+        with httpx2.Client(verify=tls_files.client_context(), timeout=30) as http:
+            refused = http.post(nginx.origin + "/mcp", headers=request_headers("tools/list"), json=LIST)
+        assert refused.status_code == 401
+        log = process.log()
+        assert (
+            "listening on this machine only (127.0.0.1:" in log
+            and "with MCP_TRUSTED_PROXIES=0: behind nginx (nginx/mcp-server.conf) set MCP_TRUSTED_PROXIES=1" in log
+        )
+        assert (
+            "requests arrive through a proxy (they carry X-Forwarded-For or Forwarded) but MCP_TRUSTED_PROXIES" in log
+        )
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        assert process.stop() == 0
+
+
+def test_with_trusted_proxies_there_is_no_warning(proxied: ProxiedDeployment) -> None:
+    with client(proxied) as http:
+        assert http.post(proxied.url, headers=request_headers("tools/list"), json=LIST).status_code == 401
+    logs = "".join(instance.log() for instance in proxied.instances)
+    assert "MCP_TRUSTED_PROXIES=0" not in logs
+    assert "MCP_TRUSTED_PROXIES is 0" not in logs

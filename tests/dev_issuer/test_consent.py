@@ -52,6 +52,15 @@ def client_id(dev_client: FlaskClient) -> str:
     return str(register(dev_client, client_name="Test <Client>")["client_id"])
 
 
+@pytest.fixture
+def allowed_client_id(dev_client: FlaskClient, client_id: str) -> str:
+    """A client someone has allowed once: its errors may go back to its redirect URI."""
+    _, challenge = pkce()
+    answer = submit(dev_client, dev_client.get(authorize_path(client_id, challenge)), username="ann", decision="allow")
+    assert answer.status_code == 302
+    return client_id
+
+
 def test_the_page_names_the_client_the_destination_and_each_scope(dev_client: FlaskClient, client_id: str) -> None:
     _, challenge = pkce()
     page = dev_client.get(authorize_path(client_id, challenge))
@@ -130,10 +139,10 @@ def test_no_requested_scope_shows_identity_only(dev_client: FlaskClient, client_
     ],
 )
 def test_errors_go_back_to_a_trusted_redirect_uri_with_iss(
-    dev_client: FlaskClient, client_id: str, params: dict[str, str], error: str, description: str
+    dev_client: FlaskClient, allowed_client_id: str, params: dict[str, str], error: str, description: str
 ) -> None:
     _, challenge = pkce()
-    answer = dev_client.get(authorize_path(client_id, challenge, **params))
+    answer = dev_client.get(authorize_path(allowed_client_id, challenge, **params))
     assert answer.status_code == 302
     assert answer.headers["Location"].startswith(REDIRECT_URI + "?")
     assert query_of(answer.headers["Location"]) == {
@@ -144,8 +153,51 @@ def test_errors_go_back_to_a_trusted_redirect_uri_with_iss(
     }
 
 
-def test_two_resources_are_an_invalid_target(dev_client: FlaskClient, client_id: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "error", "description"),
+    [
+        pytest.param(
+            {"scope": "todo:read admin"},
+            "invalid_scope",
+            "The requested scope is invalid, unknown, or malformed.",
+            id="unknown-scope",
+        ),
+        pytest.param(
+            {"response_type": "token"},
+            "unsupported_response_type",
+            "response_type=token is not supported",
+            id="implicit",
+        ),
+        pytest.param({"code_challenge": None}, "invalid_request", "PKCE is required: send", id="no-pkce"),
+    ],
+)
+def test_a_client_nobody_allowed_gets_its_errors_on_a_page_never_a_redirect(
+    dev_client: FlaskClient, params: dict[str, str | None], error: str, description: str
+) -> None:
+    # RFC 9700 section 4.11.2: registration is open, so anyone can register a client whose redirect URI is
+    # theirs; an error redirect before any consent would send users there (an open redirector).
+    landing = "https://attacker.example/landing"
+    attacker = str(register(dev_client, redirect_uris=[landing])["client_id"])
     _, challenge = pkce()
+    page = dev_client.get(authorize_path(attacker, challenge, redirect_uri=landing, **params))
+    assert page.status_code == 400
+    assert "Location" not in page.headers
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert f"<code>{error}</code>: {description}" in page.get_data(as_text=True)
+
+
+def test_a_denied_consent_does_not_make_a_client_trusted(dev_client: FlaskClient, client_id: str) -> None:
+    _, challenge = pkce()
+    denied = submit(dev_client, dev_client.get(authorize_path(client_id, challenge)), username="ann", decision="deny")
+    assert query_of(denied.headers["Location"])["error"] == "access_denied"  # the user chose to go back
+    page = dev_client.get(authorize_path(client_id, challenge, scope="todo:read admin"))
+    assert page.status_code == 400
+    assert "Location" not in page.headers
+
+
+def test_two_resources_are_an_invalid_target(dev_client: FlaskClient, allowed_client_id: str) -> None:
+    _, challenge = pkce()
+    client_id = allowed_client_id
     path = authorize_path(client_id, challenge) + "&" + urlencode([("resource", RESOURCE), ("resource", RESOURCE)])
     answer = dev_client.get(path)
     assert query_of(answer.headers["Location"])["error"] == "invalid_target"

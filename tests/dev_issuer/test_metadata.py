@@ -23,6 +23,9 @@ EXPECTED = {
     "authorization_endpoint": ISSUER + "/authorize",
     "token_endpoint": ISSUER + "/token",
     "registration_endpoint": ISSUER + "/register",
+    # RFC 7009, with the token endpoint's client authentication.
+    "revocation_endpoint": ISSUER + "/revoke",
+    "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
     "jwks_uri": ISSUER + "/jwks.json",
     "scopes_supported": ["todo:read", "todo:write", "todo:delete"],
     "response_types_supported": ["code"],

@@ -205,6 +205,13 @@ def public_client(dev_server: DevServer, http: httpx2.Client) -> str:
     return str(response.json()["client_id"])
 
 
+@pytest.fixture
+def allowed_client(dev_server: DevServer, http: httpx2.Client, public_client: str) -> str:
+    """A client a user has allowed once (one unused code issued): its errors may go back to its redirect URI."""
+    sign_in(dev_server, http, public_client)
+    return public_client
+
+
 def authorize(dev_server: DevServer, client_id: str, challenge: str | None, **extra: str) -> str:
     params = {
         "response_type": "code",
@@ -282,11 +289,12 @@ class TestRefusals:
         ],
     )
     def test_pkce_missing_or_plain(
-        self, dev_server: DevServer, http: httpx2.Client, public_client: str, extra: dict[str, str], description: str
+        self, dev_server: DevServer, http: httpx2.Client, allowed_client: str, extra: dict[str, str], description: str
     ) -> None:
-        page = http.get(authorize(dev_server, public_client, None, **extra))
+        before = IssuedRecords(dev_server.instance_path).codes(allowed_client)
+        page = http.get(authorize(dev_server, allowed_client, None, **extra))
         error_redirect(page, "invalid_request", description, dev_server)
-        assert IssuedRecords(dev_server.instance_path).codes(public_client) == []
+        assert IssuedRecords(dev_server.instance_path).codes(allowed_client) == before
 
     def test_wrong_verifier(self, dev_server: DevServer, http: httpx2.Client, public_client: str) -> None:
         code, _ = sign_in(dev_server, http, public_client)
@@ -341,18 +349,30 @@ class TestRefusals:
         )
         assert answer is not None and answer.headers["location"].startswith("http://127.0.0.1:9999/callback?code=")
 
-    def test_foreign_resource(self, dev_server: DevServer, http: httpx2.Client, public_client: str) -> None:
+    def test_foreign_resource(self, dev_server: DevServer, http: httpx2.Client, allowed_client: str) -> None:
         _, challenge = pkce()
         description = f"This authorization server only issues tokens for {dev_server.url}"
-        page = http.get(authorize(dev_server, public_client, challenge, resource="https://other.example/mcp"))
+        page = http.get(authorize(dev_server, allowed_client, challenge, resource="https://other.example/mcp"))
         error_redirect(page, "invalid_target", description, dev_server)
-        assert IssuedRecords(dev_server.instance_path).codes(public_client) == []
+        unused = ("alice", "todo:read", 0)
+        assert IssuedRecords(dev_server.instance_path).codes(allowed_client) == [unused]  # the fixture's sign-in
 
-        code, verifier = sign_in(dev_server, http, public_client)
-        answer = redeem(dev_server, http, public_client, code, verifier, resource="https://other.example/mcp")
+        code, verifier = sign_in(dev_server, http, allowed_client)
+        answer = redeem(dev_server, http, allowed_client, code, verifier, resource="https://other.example/mcp")
         oauth_error(answer, 400, "invalid_target", description)
-        assert IssuedRecords(dev_server.instance_path).codes(public_client) == [("alice", "todo:read", 0)]
-        assert IssuedRecords(dev_server.instance_path).refresh_tokens(public_client) == []
+        assert IssuedRecords(dev_server.instance_path).codes(allowed_client) == [unused, unused]
+        assert IssuedRecords(dev_server.instance_path).refresh_tokens(allowed_client) == []
+
+    def test_a_client_nobody_allowed_gets_an_error_page_never_a_redirect(
+        self, dev_server: DevServer, http: httpx2.Client, public_client: str
+    ) -> None:
+        """RFC 9700 section 4.11.2: registration is open, so an error redirect before any consent would make this
+        server an open redirector for whatever URI the registrant chose."""
+        page = http.get(authorize(dev_server, public_client, None))
+        assert page.status_code == 400
+        assert "location" not in page.headers
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "<code>invalid_request</code>: PKCE is required" in page.text
 
     def test_refresh_token_reuse_revokes_the_family(
         self, dev_server: DevServer, http: httpx2.Client, public_client: str

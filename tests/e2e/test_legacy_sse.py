@@ -373,3 +373,56 @@ def test_a_stopping_worker_ends_its_session_streams_and_lets_calls_finish(
     assert exited < 5, exited
     assert "ending 2 open session stream(s)" in log
     assert "Traceback" not in log
+
+
+@pytest.fixture(scope="module")
+def capped_server(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_app(
+        issuer,
+        tmp_path_factory.mktemp("legacy-capped"),
+        workers=1,
+        MCP_STATEFUL="1",
+        MCP_LEGACY_SSE="1",
+        MCP_STREAM_LIFETIME="1",
+        MCP_CAP_STREAMS="2",
+    )
+    yield server
+    server.stop()
+
+
+def test_an_http_sse_stream_is_its_session_and_outlives_the_stream_lifetime(capped_server: RunningServer) -> None:
+    """MCP_STREAM_LIFETIME ends standalone GET streams, which clients reopen; an HTTP+SSE stream is the session."""
+    token = capped_server.token(sub="long-sse")
+    with httpx2.Client(timeout=10) as http, open_stream(http, capped_server, token) as stream:
+        events = EventStream(stream)
+        messages = capped_server.base + events.next_event().data
+        time.sleep(2.5)  # more than twice the lifetime
+        posted = http.post(messages, headers=bearer(token), json=INITIALIZE_2024)
+        assert (posted.status_code, posted.text) == (202, "Accepted")
+        answer = events.next_event()
+    assert answer.event == "message"
+    assert answer.json()["result"]["protocolVersion"] == "2024-11-05"
+
+
+def test_http_sse_streams_count_against_the_streams_cap(capped_server: RunningServer) -> None:
+    token = capped_server.token(sub="many-sse")
+    with (
+        httpx2.Client(timeout=10) as http,
+        open_stream(http, capped_server, token) as first,
+        open_stream(http, capped_server, token) as second,
+    ):
+        assert (first.status_code, second.status_code) == (200, 200)
+        refused = http.get(stream_url(capped_server), headers={**bearer(token), "Accept": "text/event-stream"})
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "5"
+        assert refused.headers["content-type"] == "application/json"
+        assert refused.json() == {
+            "error": "too_many_requests",
+            "error_description": "This caller already holds 2 open streams; close one before opening another "
+            "(cap MCP_CAP_STREAMS)",
+            "cap": "streams",
+            "limit": 2,
+        }
+        other = capped_server.token(sub="someone-else-sse")
+        with open_stream(http, capped_server, other) as theirs:
+            assert theirs.status_code == 200

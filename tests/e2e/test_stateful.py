@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx2
@@ -117,3 +118,57 @@ def test_an_abandoned_get_stream_frees_its_thread_at_once(one_thread_stateful: R
     listed = httpx2.post(server.url, headers=headers, json=request_body("tools/list", era=HANDSHAKE), timeout=30)
     assert listed.status_code == 200
     assert time.monotonic() - started < 5
+
+
+@pytest.fixture(scope="module")
+def short_streams(issuer: MockIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_app(
+        issuer,
+        tmp_path_factory.mktemp("stateful-short-streams"),
+        workers=1,
+        MCP_STATEFUL="1",
+        MCP_STREAM_LIFETIME="2",
+        MCP_CAP_SESSIONS="3",
+    )
+    yield server
+    server.stop()
+
+
+def test_a_get_stream_ends_cleanly_after_its_lifetime_and_the_session_lives_on(short_streams: RunningServer) -> None:
+    token = short_streams.token()
+    opened = httpx2.post(
+        short_streams.url, headers=request_headers("initialize", era=HANDSHAKE, token=token), json=INITIALIZE
+    )
+    session = opened.headers["mcp-session-id"]
+    get = {
+        **request_headers("ping", era=HANDSHAKE, token=token),
+        "Accept": "text/event-stream",
+        "Mcp-Session-Id": session,
+    }
+    for _ in range(2):  # the client reconnects: the same session opens its stream again
+        started = time.monotonic()
+        with httpx2.Client(timeout=30) as http, http.stream("GET", short_streams.url, headers=get) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"] == "text/event-stream"
+            received = b"".join(stream.iter_bytes())  # ends without an error: a complete chunked response
+        assert 1.9 < time.monotonic() - started < 5
+        assert b"error" not in received
+    headers = {**request_headers("tools/list", era=HANDSHAKE, token=token), "Mcp-Session-Id": session}
+    assert (
+        httpx2.post(short_streams.url, headers=headers, json=request_body("tools/list", era=HANDSHAKE)).status_code
+        == 200
+    )
+
+
+def test_sessions_per_caller_through_gunicorn(short_streams: RunningServer) -> None:
+    token = short_streams.token(sub="many-sessions")
+    headers = request_headers("initialize", era=HANDSHAKE, token=token)
+    statuses = [httpx2.post(short_streams.url, headers=headers, json=INITIALIZE).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    other = short_streams.token(sub="someone-else")
+    assert (
+        httpx2.post(
+            short_streams.url, headers=request_headers("initialize", era=HANDSHAKE, token=other), json=INITIALIZE
+        ).status_code
+        == 200
+    )

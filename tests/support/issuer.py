@@ -42,6 +42,7 @@ class MockIssuer:
         # RFC 7662: opaque token -> introspection answer; the client credentials the server must use.
         self.opaque_tokens: dict[str, dict[str, Any]] = {}
         self.introspection_client = ("mcp-server", "introspection-secret")
+        self.introspection_delay = 0.0  # seconds each introspection answer takes (a slow authorization server)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> MockIssuer:
@@ -148,6 +149,8 @@ class MockIssuer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if issuer.introspection_delay:
+                    time.sleep(issuer.introspection_delay)
                 status, answer = issuer._introspect(self.headers.get("Authorization"), form)
                 body = json.dumps(answer).encode()
                 self.send_response(status)
