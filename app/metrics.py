@@ -186,7 +186,7 @@ class RequestMetrics:
         if child is None:
             child = self._requests_child(method, tool, status)
         child.inc()
-        started = ctx.get("request_started")  # app.audit's hook, the first of every request
+        started = ctx.get("request_started")  # set by app.audit.RequestGlobals as the request began
         if method == "tools/call" and status == 200 and started is not None:
             histogram = self._duration_child(tool)
 
