@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 
@@ -32,6 +33,7 @@ from app.auth import public
 from app.auth.jwks import KeyFetchError
 from app.auth.jwks import RemoteJWKS
 from app.auth.jwks import fetch_json
+from app.errors import TemporarilyUnavailable
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class MetadataCopy:
             with self._lock:
                 self._refresh(now)
         return self._body
+
+    def retry_after(self) -> int:
+        """Seconds until the next fetch may be tried: what is left of MCP_JWKS_REFETCH_COOLDOWN, at least 1."""
+        return max(1, math.ceil(self._cooldown - (time.monotonic() - self._attempted_at)))
 
     def _refresh(self, now: float) -> None:
         self._attempted_at = now
@@ -83,8 +89,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     def authorization_server_metadata() -> Response:
         body = copy.body()
         if body is None:
-            error = {"error": "temporarily_unavailable", "error_description": "The metadata could not be fetched"}
-            return Response(json.dumps(error), status=503, mimetype="application/json", headers={"Retry-After": "30"})
+            return TemporarilyUnavailable(
+                "The metadata could not be fetched", retry_after=copy.retry_after()
+            ).response()
         return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=3600"})
 
     app.register_blueprint(blueprint)
