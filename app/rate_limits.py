@@ -23,7 +23,6 @@ service down.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.auth.principal import Principal
+from app.errors import TooManyRequests
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,7 @@ KEY_CACHE_SIZE = 4096
 
 
 def _too_many(description: str, retry_after: int, limit: RateLimitItem) -> Response:
-    body = {"error": "too_many_requests", "error_description": description}
-    headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit.amount)}
-    return Response(json.dumps(body), status=429, mimetype="application/json", headers=headers)
+    return TooManyRequests(description, retry_after=retry_after, limit=limit.amount).response()
 
 
 class TimerlessMemoryStorage(MemoryStorage):

@@ -10,7 +10,6 @@ whether a token would have been accepted. A request without an Origin header
 
 from __future__ import annotations
 
-import json
 import logging
 from urllib.parse import urlsplit
 
@@ -18,6 +17,8 @@ from flask import Flask
 from flask import Response
 from flask import request
 
+from app.errors import ForbiddenOrigin
+from app.errors import MisdirectedRequest
 from app.settings import Settings
 from app.settings import is_loopback_host
 
@@ -25,11 +26,6 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 HOST_CACHE_SIZE = 256
-
-
-def _json_error(status: int, error: str, description: str) -> Response:
-    body = json.dumps({"error": error, "error_description": description})
-    return Response(body, status=status, mimetype="application/json")
 
 
 class TransportSecurity:
@@ -79,11 +75,11 @@ class TransportSecurity:
         origin = req.environ.get("HTTP_ORIGIN")
         if origin is not None and not self.origin_allowed(origin):
             logger.info("refused %s %s: origin %r is not allowed", req.method, req.path, origin[:100])
-            return _json_error(403, "forbidden_origin", "Requests from this origin are not allowed")
+            return ForbiddenOrigin("Requests from this origin are not allowed").response()
         host = req.host
         if not self._known_host(host):
             logger.info("refused %s %s: host %r is not this server", req.method, req.path, host[:100])
-            return _json_error(421, "misdirected_request", "This server does not serve the requested host")
+            return MisdirectedRequest("This server does not serve the requested host").response()
         return None
 
     def check_development_host(self) -> Response | None:
@@ -113,7 +109,7 @@ class TransportSecurity:
                 f"This development server is configured for {self._resource_url} (MCP_RESOURCE_URL), but the "
                 f"request was sent to {host}: connect to that URL, or set MCP_RESOURCE_URL to the one clients use"
             )
-        return _json_error(421, "misdirected_request", description)
+        return MisdirectedRequest(description).response()
 
 
 def init_app(app: Flask, settings: Settings) -> None:
