@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.auth.challenges import InvalidToken
-from app.auth.challenges import KeysUnavailable
+from app.auth.challenges import VerifierUnavailable
 from app.auth.jwks import FETCH_TIMEOUT
 from app.auth.jwks import KeyFetchError
 from app.auth.jwks import RemoteJWKS
@@ -212,8 +212,8 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
         principal = verifier.validate(token)
     except InvalidToken as error:
         report.fail(f"this server refuses the token: {error.description}")
-    except KeysUnavailable:
-        report.fail("this server cannot verify tokens now: no signing keys (or introspection) available")
+    except VerifierUnavailable as error:
+        report.fail(f"this server cannot verify tokens now: {error}")
     else:
         report.ok(f"this server accepts the token: sub {principal.sub!r}, scopes {list(principal.scopes)}")
         if principal.jkt is not None:

@@ -93,7 +93,8 @@ REQUESTS = Counter(
 )
 AUTH_FAILURES = Counter(
     "mcp_auth_failures",
-    "Requests refused by authentication, by reason (the RFC 6750 error code, no_token or keys_unavailable).",
+    "Requests refused by authentication, by reason: the RFC 6750 error code, no_token, keys_unavailable"
+    " or introspection_unavailable.",
     ["reason"],
 )
 TOOL_DURATION = Histogram(

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.auth.challenges import InvalidToken
-from app.auth.challenges import KeysUnavailable
+from app.auth.challenges import VerifierUnavailable
 from app.auth.jwt_access_token import normalize_audience
 from app.auth.principal import DEFAULT_SCOPE_CLAIMS
 from app.auth.principal import Principal
@@ -40,8 +40,11 @@ TIMEOUT = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
 
 
-class IntrospectionUnavailable(KeysUnavailable):
+class IntrospectionUnavailable(VerifierUnavailable):
     """The introspection endpoint did not answer usably: the token cannot be judged now."""
+
+    cause = "the token introspection endpoint did not answer usably"
+    reason = "introspection_unavailable"
 
 
 def client_secret_basic(client_id: str, client_secret: str) -> str:
