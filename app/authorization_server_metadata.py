@@ -30,9 +30,8 @@ from flask import Flask
 from flask import Response
 
 from app.auth import public
-from app.auth.jwks import KeyFetchError
-from app.auth.jwks import RemoteJWKS
-from app.auth.jwks import fetch_json
+from app.auth.jwks import MetadataNotFound
+from app.auth.jwks import discover_metadata
 from app.errors import TemporarilyUnavailable
 from app.settings import Settings
 
@@ -43,7 +42,7 @@ class MetadataCopy:
     """The upstream document, fetched at most once per TTL (and per cooldown after a failure)."""
 
     def __init__(self, issuer: str, ttl: int, cooldown: int) -> None:
-        self._discovery = RemoteJWKS(issuer)
+        self._issuer = issuer
         self._ttl = ttl
         self._cooldown = cooldown
         self._body: bytes | None = None
@@ -64,20 +63,13 @@ class MetadataCopy:
 
     def _refresh(self, now: float) -> None:
         self._attempted_at = now
-        problems = []
-        for url in self._discovery.metadata_urls():
-            try:
-                document = fetch_json(url)
-            except KeyFetchError as error:
-                problems.append(str(error))
-                continue
-            if document.get("issuer") != self._discovery.issuer:
-                problems.append(f"{url}: issuer {document.get('issuer')!r} is not {self._discovery.issuer!r}")
-                continue
-            self._body = json.dumps(document, indent=2).encode()
-            self._fetched_at = now
+        try:
+            document = discover_metadata(self._issuer)
+        except MetadataNotFound as error:
+            logger.warning("authorization server metadata could not be fetched: %s", "; ".join(error.problems))
             return
-        logger.warning("authorization server metadata could not be fetched: %s", "; ".join(problems))
+        self._body = json.dumps(document, indent=2).encode()
+        self._fetched_at = now
 
 
 def init_app(app: Flask, settings: Settings) -> None:
