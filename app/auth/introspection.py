@@ -27,7 +27,7 @@ from typing import Any
 
 from app.auth.challenges import InvalidToken
 from app.auth.challenges import VerifierUnavailable
-from app.auth.jwt_access_token import normalize_audience
+from app.auth.jwt_access_token import Audiences
 from app.auth.principal import DEFAULT_SCOPE_CLAIMS
 from app.auth.principal import Principal
 
@@ -70,7 +70,7 @@ class TokenIntrospection:
         self.url = url
         self._authorization = client_secret_basic(client_id, client_secret)
         self._issuers = tuple(issuers)
-        self._audiences = frozenset(normalize_audience(a) for a in audiences)
+        self._audiences = Audiences(audiences)
         self._leeway = leeway
         self._scope_claims = scope_claims
         self._retry_after = retry_after
@@ -147,11 +147,7 @@ class TokenIntrospection:
         if issuer not in self._issuers:
             raise InvalidToken("The access token was issued by another issuer")
         # MCP: a server MUST only accept tokens issued for it; an answer without aud proves nothing.
-        audience = answer.get("aud")
-        values = [audience] if isinstance(audience, str) else audience
-        if not isinstance(values, list) or not any(
-            isinstance(v, str) and normalize_audience(v) in self._audiences for v in values
-        ):
+        if not self._audiences.accepts(answer.get("aud")):
             raise InvalidToken("The access token was not issued for this resource")
         subject = answer.get("sub") or answer.get("client_id")
         if not isinstance(subject, str) or not subject:
