@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 
@@ -29,9 +30,9 @@ from flask import Flask
 from flask import Response
 
 from app.auth import public
-from app.auth.jwks import KeyFetchError
-from app.auth.jwks import RemoteJWKS
-from app.auth.jwks import fetch_json
+from app.auth.jwks import MetadataNotFound
+from app.auth.jwks import discover_metadata
+from app.errors import TemporarilyUnavailable
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class MetadataCopy:
     """The upstream document, fetched at most once per TTL (and per cooldown after a failure)."""
 
     def __init__(self, issuer: str, ttl: int, cooldown: int) -> None:
-        self._discovery = RemoteJWKS(issuer)
+        self._issuer = issuer
         self._ttl = ttl
         self._cooldown = cooldown
         self._body: bytes | None = None
@@ -56,22 +57,19 @@ class MetadataCopy:
                 self._refresh(now)
         return self._body
 
+    def retry_after(self) -> int:
+        """Seconds until the next fetch may be tried: what is left of MCP_JWKS_REFETCH_COOLDOWN, at least 1."""
+        return max(1, math.ceil(self._cooldown - (time.monotonic() - self._attempted_at)))
+
     def _refresh(self, now: float) -> None:
         self._attempted_at = now
-        problems = []
-        for url in self._discovery.metadata_urls():
-            try:
-                document = fetch_json(url)
-            except KeyFetchError as error:
-                problems.append(str(error))
-                continue
-            if document.get("issuer") != self._discovery.issuer:
-                problems.append(f"{url}: issuer {document.get('issuer')!r} is not {self._discovery.issuer!r}")
-                continue
-            self._body = json.dumps(document, indent=2).encode()
-            self._fetched_at = now
+        try:
+            document = discover_metadata(self._issuer)
+        except MetadataNotFound as error:
+            logger.warning("authorization server metadata could not be fetched: %s", "; ".join(error.problems))
             return
-        logger.warning("authorization server metadata could not be fetched: %s", "; ".join(problems))
+        self._body = json.dumps(document, indent=2).encode()
+        self._fetched_at = now
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -83,8 +81,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     def authorization_server_metadata() -> Response:
         body = copy.body()
         if body is None:
-            error = {"error": "temporarily_unavailable", "error_description": "The metadata could not be fetched"}
-            return Response(json.dumps(error), status=503, mimetype="application/json", headers={"Retry-After": "30"})
+            return TemporarilyUnavailable(
+                "The metadata could not be fetched", retry_after=copy.retry_after()
+            ).response()
         return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=3600"})
 
     app.register_blueprint(blueprint)

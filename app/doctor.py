@@ -10,7 +10,6 @@ With ``--token`` it takes a real token apart and says which claim fails and why.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import json
@@ -22,14 +21,17 @@ from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
+from joserfc.util import json_b64decode
+
 from app.auth.challenges import InvalidToken
-from app.auth.challenges import KeysUnavailable
+from app.auth.challenges import VerifierUnavailable
 from app.auth.jwks import FETCH_TIMEOUT
 from app.auth.jwks import KeyFetchError
-from app.auth.jwks import RemoteJWKS
 from app.auth.jwks import fetch_json
 from app.auth.jwks import import_signing_keys
+from app.auth.jwks import metadata_attempts
 from app.auth.jwt_access_token import ALLOWED_ALGORITHMS
+from app.auth.jwt_access_token import Audiences
 from app.auth.jwt_access_token import normalize_audience
 from app.auth.token_verification import TokenVerifier
 from app.settings import IssuerConfig
@@ -101,22 +103,19 @@ def check_audiences(settings: Settings, config: IssuerConfig, report: Report) ->
 
 
 def check_issuer(settings: Settings, config: IssuerConfig, report: Report) -> None:
-    discovery = RemoteJWKS(config.issuer, config.jwks_uri)
     metadata: dict[str, Any] | None = None
-    for url in discovery.metadata_urls():
-        try:
-            document = fetch_json(url)
-        except KeyFetchError as error:
-            report.info(f"no metadata at {url} ({error})")
+    for attempt in metadata_attempts(config.issuer):
+        if attempt.document is None:
+            report.info(f"no metadata at {attempt.url} ({attempt.problem})")
             continue
-        if document.get("issuer") != config.issuer:
+        if attempt.problem is not None:
             report.fail(
-                f"{url} names issuer {document.get('issuer')!r}, not {config.issuer!r}: the tokens' iss must "
-                "equal MCP_ISSUER exactly (a trailing slash counts)"
+                f"{attempt.url} names issuer {attempt.document.get('issuer')!r}, not {config.issuer!r}: the tokens' "
+                "iss must equal MCP_ISSUER exactly (a trailing slash counts)"
             )
             continue
-        report.ok(f"metadata at {url}")
-        metadata = document
+        report.ok(f"metadata at {attempt.url}")
+        metadata = attempt.document
         break
     if metadata is None and config.jwks_uri is None:
         report.fail(f"no usable RFC 8414 or OpenID metadata for {config.issuer}: set MCP_JWKS_URI")
@@ -152,20 +151,16 @@ def check_authorization_servers(settings: Settings, report: Report) -> None:
     for server in settings.authorization_servers:
         if server in issuers:
             continue
-        try:
-            url = RemoteJWKS(server).metadata_urls()[0]
-            document = fetch_json(url)
-        except KeyFetchError as error:
-            report.fail(f"advertised authorization server {server} has no metadata clients can find: {error}")
-            continue
-        if document.get("issuer") != server:
-            report.fail(f"{url} names issuer {document.get('issuer')!r}: strict clients will refuse {server}")
+        # Strict clients look only where RFC 8414 section 3.1 says: the first URL.
+        first = next(metadata_attempts(server))
+        if first.document is None:
+            report.fail(f"advertised authorization server {server} has no metadata clients can find: {first.problem}")
+        elif first.problem is not None:
+            report.fail(
+                f"{first.url} names issuer {first.document.get('issuer')!r}: strict clients will refuse {server}"
+            )
         else:
             report.ok(f"advertised authorization server {server} has matching metadata")
-
-
-def _segment(part: str) -> Any:
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 def check_token(settings: Settings, verifier: TokenVerifier, token: str, report: Report) -> None:
@@ -174,7 +169,7 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
         report.info(f"the token has {len(parts)} part(s): not a signed JWT")
     else:
         try:
-            header, claims = _segment(parts[0]), _segment(parts[1])
+            header, claims = json_b64decode(parts[0].encode()), json_b64decode(parts[1].encode())
         except (ValueError, binascii.Error):
             report.fail("the token's header or payload is not base64url JSON")
             return
@@ -193,11 +188,7 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
             report.fail(f"iss {claims.get('iss')!r} is not MCP_ISSUER {' or '.join(map(repr, issuers))}{hint}")
         config = next((c for c in settings.issuers if c.issuer == claims.get("iss")), None)
         audiences = claims.get("aud")
-        values = [audiences] if isinstance(audiences, str) else audiences or []
-        if config is not None and not any(
-            isinstance(v, str) and normalize_audience(v) in {normalize_audience(a) for a in config.audiences}
-            for v in values
-        ):
+        if config is not None and not Audiences(config.audiences).accepts(audiences):
             report.fail(f"aud {audiences!r} names none of the accepted audiences {list(config.audiences)}")
         now = time.time()
         for name, late, message in (
@@ -212,8 +203,8 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
         principal = verifier.validate(token)
     except InvalidToken as error:
         report.fail(f"this server refuses the token: {error.description}")
-    except KeysUnavailable:
-        report.fail("this server cannot verify tokens now: no signing keys (or introspection) available")
+    except VerifierUnavailable as error:
+        report.fail(f"this server cannot verify tokens now: {error}")
     else:
         report.ok(f"this server accepts the token: sub {principal.sub!r}, scopes {list(principal.scopes)}")
         if principal.jkt is not None:

@@ -27,7 +27,6 @@ itself as well).
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -48,6 +47,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
 from app.auth import public
+from app.errors import Forbidden
+from app.errors import JSONError
 from app.mcp_request import current_mcp_request
 from app.settings import Settings
 from app.settings import SettingsError
@@ -92,7 +93,8 @@ REQUESTS = Counter(
 )
 AUTH_FAILURES = Counter(
     "mcp_auth_failures",
-    "Requests refused by authentication, by reason (the RFC 6750 error code, no_token or keys_unavailable).",
+    "Requests refused by authentication, by reason: the RFC 6750 error code, no_token, keys_unavailable"
+    " or introspection_unavailable.",
     ["reason"],
 )
 TOOL_DURATION = Histogram(
@@ -198,9 +200,12 @@ class RequestMetrics:
         return response
 
 
-def _json(status: int, error: str, description: str, headers: dict[str, str]) -> Response:
-    body = json.dumps({"error": error, "error_description": description})
-    return Response(body, status=status, mimetype="application/json", headers=headers)
+class MetricsTokenRequired(JSONError):
+    """RFC 6750 section 3.1 ``invalid_token`` for a scrape without MCP_METRICS_TOKEN, in the ``metrics`` realm."""
+
+    status_code = 401
+    error = "invalid_token"
+    fixed_headers = (("WWW-Authenticate", 'Bearer realm="metrics"'), ("Cache-Control", "no-store"))
 
 
 class MetricsEndpoint:
@@ -217,20 +222,14 @@ class MetricsEndpoint:
             scheme, _, presented = header.partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token):
                 return None
-            return _json(
-                401,
-                "invalid_token",
-                "Metrics require the bearer token configured in MCP_METRICS_TOKEN",
-                {"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
-            )
+            return MetricsTokenRequired("Metrics require the bearer token configured in MCP_METRICS_TOKEN").response()
         forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
         if forwarded or not is_loopback_host(request.remote_addr):
-            return _json(
-                403,
+            return Forbidden(
                 "forbidden",
                 "Metrics are served only to direct loopback requests, or with MCP_METRICS_TOKEN",
-                {"Cache-Control": "no-store"},
-            )
+                headers=[("Cache-Control", "no-store")],
+            ).response()
         return None
 
     def view(self) -> Response:

@@ -30,7 +30,6 @@ service down.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -47,6 +46,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.auth.principal import Principal
+from app.errors import TooManyRequests
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ STORAGE_ERROR_LOG_INTERVAL = 60.0
 KEY_CACHE_SIZE = 4096
 
 
-class TooManyRefusals(Exception):  # noqa: N818 (a refusal, named for what the client did)
+class TooManyRefusals(Exception):
     """An outbound call refused because the caller's address is past the failed-credentials limit."""
 
     def __init__(self, response: Response) -> None:
@@ -64,9 +64,7 @@ class TooManyRefusals(Exception):  # noqa: N818 (a refusal, named for what the c
 
 
 def _too_many(description: str, retry_after: int, limit: RateLimitItem) -> Response:
-    body = {"error": "too_many_requests", "error_description": description}
-    headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit.amount)}
-    return Response(json.dumps(body), status=429, mimetype="application/json", headers=headers)
+    return TooManyRequests(description, retry_after=retry_after, limit=limit.amount).response()
 
 
 class TimerlessMemoryStorage(MemoryStorage):

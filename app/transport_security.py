@@ -14,7 +14,6 @@ and the Host must be a loopback name on the server's own port.
 
 from __future__ import annotations
 
-import json
 import logging
 from urllib.parse import urlsplit
 
@@ -22,6 +21,9 @@ from flask import Flask
 from flask import Response
 from flask import request
 
+from app.errors import Forbidden
+from app.errors import ForbiddenOrigin
+from app.errors import MisdirectedRequest
 from app.settings import Settings
 from app.settings import is_loopback_host
 
@@ -30,11 +32,6 @@ logger = logging.getLogger(__name__)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 HOST_CACHE_SIZE = 256
 _FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
-
-
-def _json_error(status: int, error: str, description: str) -> Response:
-    body = json.dumps({"error": error, "error_description": description})
-    return Response(body, status=status, mimetype="application/json")
 
 
 class TransportSecurity:
@@ -86,11 +83,11 @@ class TransportSecurity:
         origin = req.environ.get("HTTP_ORIGIN")
         if origin is not None and not self.origin_allowed(origin):
             logger.info("refused %s %s: origin %r is not allowed", req.method, req.path, origin[:100])
-            return _json_error(403, "forbidden_origin", "Requests from this origin are not allowed")
+            return ForbiddenOrigin("Requests from this origin are not allowed").response()
         host = req.host
         if not self._known_host(host):
             logger.info("refused %s %s: host %r is not this server", req.method, req.path, host[:100])
-            return _json_error(421, "misdirected_request", "This server does not serve the requested host")
+            return MisdirectedRequest("This server does not serve the requested host").response()
         return None
 
     def check_development_peer(self) -> Response | None:
@@ -117,12 +114,11 @@ class TransportSecurity:
             request.path,
             f"{peer} via a proxy" if forwarded else peer,
         )
-        return _json_error(
-            403,
+        return Forbidden(
             "forbidden",
             "Development mode (MCP_DEV=1) answers requests from this machine only: its authorization server "
             "issues tokens to anyone who asks. To let other machines in, knowing that, set MCP_DEV_ALLOW_REMOTE=1",
-        )
+        ).response()
 
     def check_development_host(self) -> Response | None:
         """Development mode, every path: only loopback hosts, and only on the port every URL names.
@@ -151,7 +147,7 @@ class TransportSecurity:
                 f"This development server is configured for {self._resource_url} (MCP_RESOURCE_URL), but the "
                 f"request was sent to {host}: connect to that URL, or set MCP_RESOURCE_URL to the one clients use"
             )
-        return _json_error(421, "misdirected_request", description)
+        return MisdirectedRequest(description).response()
 
 
 def init_app(app: Flask, settings: Settings) -> None:

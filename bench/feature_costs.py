@@ -102,7 +102,7 @@ def app_costs(issuer: MockIssuer, folder: Path, options: argparse.Namespace) -> 
 
     token = issuer.mint(AUDIENCE)
     runners, apps = {}, []
-    audit_file = open(folder / "audit.log", "w")  # noqa: SIM115 (closed below)
+    audit_file = open(folder / "audit.log", "w")  # closed below
     for name, extra in VARIANTS.items():
         settings = Settings.from_mapping(
             {

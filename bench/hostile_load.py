@@ -60,7 +60,7 @@ RATE = 5.0  # requests a second per well-behaved caller: within the default 600/
 STREAMS_AFTER = 2.0
 QUIET_SPREAD = 10
 RAMP = 2.0  # seconds the abuser runs before the well-behaved callers are measured beside it
-OPAQUE_TOKEN = "well-behaved-opaque-token-0123456789"  # noqa: S105 (a test token)
+OPAQUE_TOKEN = "well-behaved-opaque-token-0123456789"
 INITIALIZE = request_body(
     "initialize",
     {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},

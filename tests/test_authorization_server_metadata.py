@@ -65,6 +65,26 @@ def test_upstream_down_is_503(issuer: MockIssuer, tmp_path: Path) -> None:
     stop_worker(app)
 
 
+def test_upstream_down_says_to_retry_after_the_configured_cooldown(issuer: MockIssuer, tmp_path: Path) -> None:
+    settings = Settings.from_mapping(
+        {
+            "MCP_RESOURCE_URL": RESOURCE,
+            "MCP_ISSUER": issuer.issuer,
+            "MCP_AS_METADATA_PROXY": "1",
+            "MCP_JWKS_REFETCH_COOLDOWN": "45",
+            "MCP_INSTANCE_PATH": str(tmp_path),
+        }
+    )
+    app = create_app(settings)
+    issuer.down = True
+    try:
+        response = app.test_client().get("/.well-known/oauth-authorization-server")
+    finally:
+        issuer.down = False
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "45")
+    stop_worker(app)
+
+
 def test_refused_in_development_mode() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_mapping({"MCP_DEV": "1", "MCP_AS_METADATA_PROXY": "1"})

@@ -64,7 +64,7 @@ class TestRegistration:
         def greet() -> str:
             return "hi"
 
-        def note(id: int) -> str:  # noqa: A002
+        def note(id: int) -> str:
             return ""
 
         with server.registering_for("notes_mcp:register"):

@@ -32,8 +32,8 @@ from app.auth.bearer import extract_credentials
 from app.auth.challenges import BearerError
 from app.auth.challenges import Challenger
 from app.auth.challenges import InsufficientScope
-from app.auth.challenges import KeysUnavailable
 from app.auth.challenges import MissingToken
+from app.auth.challenges import VerifierUnavailable
 from app.auth.dpop import ProtectedResourceDPoP
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
@@ -75,9 +75,9 @@ class BearerAuthentication:
         on_refusal: Callable[[str], None] | None = None,
         trusted_proxies: int = 0,
     ) -> None:
-        """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token`` or
-        ``keys_unavailable``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what one
-        caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
+        """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token``, or
+        ``VerifierUnavailable.reason``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what
+        one caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
         self.on_refusal = on_refusal
         self.verifier = verifier
         self.challenger = challenger
@@ -134,11 +134,11 @@ class BearerAuthentication:
                 if too_many is not None:
                     return too_many
             return self.challenger.response(error)
-        except KeysUnavailable as error:
-            logger.error("refusing a request: no signing keys are loaded")
+        except VerifierUnavailable as error:
+            logger.error("refusing a request: %s", error.cause)
             if self.on_refusal is not None:
-                self.on_refusal("keys_unavailable")
-            return Challenger.unavailable(error)
+                self.on_refusal(error.reason)
+            return error.response()
         return None
 
     def _warn_if_proxied(self, environ: dict[str, Any]) -> None:

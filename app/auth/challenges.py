@@ -11,17 +11,22 @@ only a leading Bearer challenge; then ``DPoP`` with its ``algs``). Each always
 names the protected resource metadata by an absolute URL built from
 configuration, never from the request's Host (RFC 9728 section 5.1). An error
 about the token goes on both challenges; an error about the DPoP proof only on
-the DPoP one.
+the DPoP one. Every class here is part of :mod:`app.errors`' tree, which
+renders the body.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
+from typing import ClassVar
 
 from flask import Response
+
+from app.errors import Headers
+from app.errors import JSONError
+from app.errors import TemporarilyUnavailable
 
 # RFC 6750 section 3: error_description and scope values MUST NOT include
 # characters outside %x20-21 / %x23-5B / %x5D-7E.
@@ -33,22 +38,21 @@ def quoted_safe(value: str) -> str:
     return _UNSAFE.sub("?", value)
 
 
-class BearerError(Exception):
-    """An authentication or authorization failure that the client can act on."""
+class BearerError(JSONError):
+    """An authentication or authorization failure that the client can act on.
 
-    status_code: int = 401
+    ``error`` None (no credentials) puts no code on the challenge; the body then says ``unauthorized``.
+    """
+
+    status_code = 401
     error: str | None = None
+    default_error = "unauthorized"
     #: RFC 9449: an error about the DPoP proof, not the token; only the DPoP challenge names it.
     proof_error: bool = False
 
-    def __init__(self, description: str, *, scope: Iterable[str] | None = None) -> None:
-        super().__init__(description)
-        self.description = description
+    def __init__(self, description: str, *, scope: Iterable[str] | None = None, headers: Headers = ()) -> None:
+        super().__init__(description, headers=headers)
         self.scope = tuple(scope) if scope is not None else None
-
-    def headers(self) -> dict[str, str]:
-        """Response headers besides the challenges."""
-        return {}
 
 
 class MissingToken(BearerError):
@@ -95,19 +99,38 @@ class UseDPoPNonce(BearerError):
     proof_error = True
 
     def __init__(self, description: str, *, nonce: str) -> None:
-        super().__init__(description)
+        super().__init__(description, headers=[("DPoP-Nonce", nonce)])
         self.nonce = nonce
 
-    def headers(self) -> dict[str, str]:
-        return {"DPoP-Nonce": self.nonce}
 
+class VerifierUnavailable(TemporarilyUnavailable):
+    """The token can be neither accepted nor refused now: 503 with ``Retry-After``, never a guess.
 
-class KeysUnavailable(Exception):
-    """No signing keys could be loaded: the token can be neither accepted nor refused."""
+    Each cause is its own class, so the operator's log line and the
+    ``mcp_auth_failures_total`` reason name what is actually down.
+    """
+
+    #: What the log line says is down.
+    cause: ClassVar[str] = "the token verifier is unavailable"
+    #: The ``reason`` label of ``mcp_auth_failures_total``.
+    reason: ClassVar[str] = "verifier_unavailable"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("signing keys are unavailable")
-        self.retry_after = retry_after
+        super().__init__(
+            "The server cannot verify access tokens right now; retry later",
+            retry_after=retry_after,
+            headers=[("Cache-Control", "no-store")],
+        )
+
+    def __str__(self) -> str:
+        return self.cause
+
+
+class KeysUnavailable(VerifierUnavailable):
+    """No signing keys could be loaded: a JWT can be neither accepted nor refused."""
+
+    cause = "signing keys are unavailable"
+    reason = "keys_unavailable"
 
 
 class Challenger:
@@ -147,20 +170,11 @@ class Challenger:
         return challenges
 
     def response(self, error: BearerError) -> Response:
-        body = {"error": error.error or "unauthorized", "error_description": error.description}
+        """The error with its challenges: ``WWW-Authenticate`` first, then ``Cache-Control``, then its own."""
         headers = [("WWW-Authenticate", challenge) for challenge in self.www_authenticate(error)]
-        headers += [("Cache-Control", "no-store"), *error.headers().items()]
-        return Response(json.dumps(body), status=error.status_code, mimetype="application/json", headers=headers)
+        return error.response([*headers, ("Cache-Control", "no-store")])
 
     @staticmethod
-    def unavailable(error: KeysUnavailable) -> Response:
-        body = {
-            "error": "temporarily_unavailable",
-            "error_description": "The server cannot verify access tokens right now; retry later",
-        }
-        return Response(
-            json.dumps(body),
-            status=503,
-            mimetype="application/json",
-            headers={"Retry-After": str(error.retry_after), "Cache-Control": "no-store"},
-        )
+    def unavailable(error: VerifierUnavailable) -> Response:
+        """No challenge: the client did nothing wrong, and retrying later is all it can do."""
+        return error.response()

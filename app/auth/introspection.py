@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.auth.challenges import InvalidToken
-from app.auth.challenges import KeysUnavailable
-from app.auth.jwt_access_token import normalize_audience
+from app.auth.challenges import VerifierUnavailable
+from app.auth.jwt_access_token import Audiences
 from app.auth.outbound import open_url
 from app.auth.principal import DEFAULT_SCOPE_CLAIMS
 from app.auth.principal import Principal
@@ -59,8 +59,11 @@ ACCESS_TOKEN_TYPES = frozenset(
 NOT_ACCESS_TOKEN_TYP = frozenset({"refresh", "offline", "id", "id_token", "refresh_token", "logout"})
 
 
-class IntrospectionUnavailable(KeysUnavailable):
+class IntrospectionUnavailable(VerifierUnavailable):
     """The introspection endpoint did not answer usably: the token cannot be judged now."""
+
+    cause = "the token introspection endpoint did not answer usably"
+    reason = "introspection_unavailable"
 
 
 def client_secret_basic(client_id: str, client_secret: str) -> str:
@@ -88,7 +91,7 @@ class TokenIntrospection:
         self.url = url
         self._authorization = client_secret_basic(client_id, client_secret)
         self._issuers = tuple(issuers)
-        self._audiences = frozenset(normalize_audience(a) for a in audiences)
+        self._audiences = Audiences(audiences)
         self._leeway = leeway
         self._scope_claims = scope_claims
         self._retry_after = retry_after
@@ -174,11 +177,7 @@ class TokenIntrospection:
         if issuer not in self._issuers:
             raise InvalidToken("The access token was issued by another issuer")
         # MCP: a server MUST only accept tokens issued for it; an answer without aud proves nothing.
-        audience = answer.get("aud")
-        values = [audience] if isinstance(audience, str) else audience
-        if not isinstance(values, list) or not any(
-            isinstance(v, str) and normalize_audience(v) in self._audiences for v in values
-        ):
+        if not self._audiences.accepts(answer.get("aud")):
             raise InvalidToken("The access token was not issued for this resource")
         subject = answer.get("sub")
         if not isinstance(subject, str) or not subject:

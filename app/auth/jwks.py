@@ -1,7 +1,14 @@
-"""The authorization server's signing keys (RFC 7517 JWK Set), cached per worker.
+"""The authorization server's metadata (RFC 8414, OpenID Connect Discovery) and signing keys (RFC 7517 JWK Set).
 
 https://www.rfc-editor.org/rfc/rfc7517#section-5
 https://www.rfc-editor.org/rfc/rfc8414#section-3 (discovering ``jwks_uri``)
+https://openid.net/specs/openid-connect-discovery-1_0.html#ProviderConfig
+
+The one place that fetches from an authorization server: :func:`metadata_urls`
+lists where its metadata may be, :func:`metadata_attempts` fetches them in
+order and checks each issuer (RFC 8414 section 3.3), :func:`discover_metadata`
+returns the first usable document. The verifier's key discovery, the metadata
+proxy and the doctor all read it so.
 
 The keys are fetched and imported once, refreshed after a TTL, and refetched
 when a token names an unknown ``kid`` -- but never more often than once per
@@ -19,7 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from typing import Literal
 from typing import Protocol
@@ -45,6 +54,14 @@ KeyStatus = Literal["fresh", "stale", "missing"]
 
 class KeyFetchError(Exception):
     """The keys (or the metadata that names them) could not be fetched."""
+
+
+class MetadataNotFound(KeyFetchError):
+    """No well-known URL gave usable metadata; ``problems`` says what each one gave."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("no usable authorization server metadata: " + "; ".join(problems))
+        self.problems = problems
 
 
 class KeySource(Protocol):
@@ -80,6 +97,61 @@ def fetch_json(url: str) -> dict[str, Any]:
     return document
 
 
+def metadata_urls(issuer: str) -> list[str]:
+    """Where an issuer's metadata may be: RFC 8414 section 3.1 (path-inserted) first, then OpenID Connect Discovery."""
+    # RFC 8414 section 3.1: a terminating "/" is removed before inserting the well-known path.
+    trimmed = issuer.rstrip("/")
+    urls = [
+        get_well_known_url(trimmed, external=True),
+        get_well_known_url(trimmed, external=True, suffix="openid-configuration"),
+        trimmed + "/.well-known/openid-configuration",
+    ]
+    return list(dict.fromkeys(urls))
+
+
+@dataclass(frozen=True)
+class MetadataAttempt:
+    """One well-known URL tried: the document it gave (None: none), and why it cannot be used (None: it can)."""
+
+    url: str
+    document: dict[str, Any] | None
+    problem: str | None
+
+
+def metadata_attempts(issuer: str) -> Iterator[MetadataAttempt]:
+    """Each of :func:`metadata_urls` fetched in turn, lazily: stop at the first usable one."""
+    for url in metadata_urls(issuer):
+        try:
+            document = fetch_json(url)
+        except KeyFetchError as exc:
+            yield MetadataAttempt(url, None, str(exc))
+            continue
+        # RFC 8414 section 3.3: the issuer in the document MUST be identical to
+        # the issuer the URL was built from; otherwise the data MUST NOT be used.
+        if document.get("issuer") != issuer:
+            yield MetadataAttempt(url, document, f"{url}: issuer {document.get('issuer')!r} is not {issuer!r}")
+            continue
+        yield MetadataAttempt(url, document, None)
+
+
+def discover_metadata(issuer: str, *, require: str | None = None) -> dict[str, Any]:
+    """The first usable metadata document; ``require`` names a member it must have as a non-empty string.
+
+    Raises :class:`MetadataNotFound` listing what every URL gave.
+    """
+    problems = []
+    for attempt in metadata_attempts(issuer):
+        if attempt.problem is not None or attempt.document is None:
+            problems.append(attempt.problem or f"{attempt.url}: nothing")
+            continue
+        value = attempt.document.get(require) if require is not None else None
+        if require is not None and (not isinstance(value, str) or not value):
+            problems.append(f"{attempt.url}: no {require}")
+            continue
+        return attempt.document
+    raise MetadataNotFound(problems)
+
+
 class RemoteJWKS:
     """A JWK Set at ``jwks_uri``, discovered from the issuer's metadata when not configured."""
 
@@ -88,35 +160,11 @@ class RemoteJWKS:
         self.jwks_uri = jwks_uri
 
     def metadata_urls(self) -> list[str]:
-        """RFC 8414 section 3.1 (path-inserted) first, then OpenID Connect Discovery."""
-        # RFC 8414 section 3.1: a terminating "/" is removed before inserting the well-known path.
-        issuer = self.issuer.rstrip("/")
-        urls = [
-            get_well_known_url(issuer, external=True),
-            get_well_known_url(issuer, external=True, suffix="openid-configuration"),
-            issuer + "/.well-known/openid-configuration",
-        ]
-        return list(dict.fromkeys(urls))
+        return metadata_urls(self.issuer)
 
     def discover(self) -> str:
-        problems = []
-        for url in self.metadata_urls():
-            try:
-                metadata = fetch_json(url)
-            except KeyFetchError as exc:
-                problems.append(str(exc))
-                continue
-            # RFC 8414 section 3.3: the issuer in the document MUST be identical to
-            # the issuer the URL was built from; otherwise the data MUST NOT be used.
-            if metadata.get("issuer") != self.issuer:
-                problems.append(f"{url}: issuer {metadata.get('issuer')!r} is not {self.issuer!r}")
-                continue
-            jwks_uri = metadata.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri:
-                problems.append(f"{url}: no jwks_uri")
-                continue
-            return jwks_uri
-        raise KeyFetchError("no usable authorization server metadata: " + "; ".join(problems))
+        jwks_uri: str = discover_metadata(self.issuer, require="jwks_uri")["jwks_uri"]
+        return jwks_uri
 
     def fetch(self) -> Mapping[str, Any]:
         if self.jwks_uri is None:

@@ -72,6 +72,26 @@ def normalize_audience(value: str) -> str:
     return value
 
 
+class Audiences:
+    """The audiences this resource accepts, each compared by :func:`normalize_audience`.
+
+    The one comparison of an ``aud`` (a JWT claim, RFC 7519 section 4.1.3, or an
+    introspection answer's member, RFC 7662 section 2.2) with ours.
+    """
+
+    __slots__ = ("_accepted",)
+
+    def __init__(self, audiences: Iterable[str]) -> None:
+        self._accepted = frozenset(normalize_audience(a) for a in audiences)
+
+    def accepts(self, aud: object) -> bool:
+        """Whether ``aud``, one string or a list of them, names an accepted audience."""
+        values = [aud] if isinstance(aud, str) else aud
+        return isinstance(values, list) and any(
+            isinstance(v, str) and normalize_audience(v) in self._accepted for v in values
+        )
+
+
 # joserfc's descriptions of a well-typed claim with an unacceptable value.
 _TIME_PROBLEMS = {
     "The token is not yet valid": "The access token is not valid yet",
@@ -103,7 +123,7 @@ class JWTAccessTokenValidator:
     ) -> None:
         self.issuer = issuer
         self._scope_claims = scope_claims
-        self._audiences = frozenset(normalize_audience(a) for a in audiences)
+        self._audiences = Audiences(audiences)
         self._keys = keys
         self._strict = profile == "rfc9068"
         self._leeway = leeway
@@ -213,11 +233,7 @@ class JWTAccessTokenValidator:
 
         # MCP: servers MUST validate that access tokens were issued specifically
         # for them as the intended audience (RFC 8707 section 2).
-        audience = claims.get("aud")
-        values = [audience] if isinstance(audience, str) else audience
-        if not isinstance(values, list) or not any(
-            isinstance(v, str) and normalize_audience(v) in self._audiences for v in values
-        ):
+        if not self._audiences.accepts(claims.get("aud")):
             raise InvalidToken("The access token was not issued for this resource")
         if self._strict and not isinstance(claims.get("client_id"), str):
             raise InvalidToken("The access token has an invalid client_id claim")

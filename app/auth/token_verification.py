@@ -9,10 +9,10 @@ that other issuer's signature check.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 from collections.abc import Sequence
+
+from joserfc.util import json_b64decode
 
 from app.auth.challenges import InvalidToken
 from app.auth.introspection import TokenIntrospection
@@ -24,8 +24,7 @@ from app.auth.principal import Principal
 def named_issuer(token: str) -> str | None:
     """The ``iss`` a JWT claims, unverified; None when there is none to read."""
     try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = json_b64decode(token.split(".")[1].encode())
     except (IndexError, ValueError, binascii.Error, RecursionError):
         return None
     issuer = claims.get("iss") if isinstance(claims, dict) else None

@@ -51,6 +51,8 @@ from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
 from app.bridge.legacy_sse import legacy_paths
 from app.bridge.stateful import StatefulTransports
+from app.errors import MethodNotAllowed
+from app.errors import ServerError
 from app.mcp_request import current_mcp_request
 
 if TYPE_CHECKING:
@@ -204,13 +206,7 @@ class MCPBridge:
             # Stateless: no session to resume or delete, and a standalone GET
             # stream could never carry anything while it held a worker thread.
             # Streamable HTTP allows 405 for both.
-            return PassThroughResponse(
-                b'{"error":"method_not_allowed","error_description":'
-                b'"This server is stateless: send every message as a POST"}',
-                status=405,
-                headers={"Allow": "POST"},
-                content_type="application/json",
-            )
+            return MethodNotAllowed("This server is stateless: send every message as a POST", allow=["POST"]).response()
         body = request.get_data(cache=True) if request.method == "POST" else b""
         user = g.get("mcp_user")
         scope = asgi_scope(request.environ, self.endpoint_path, {"user": user} if user is not None else None)
@@ -227,11 +223,7 @@ class MCPBridge:
             raise
         if start is None or start["type"] != "http.response.start":
             exchange.close()
-            return PassThroughResponse(
-                b'{"error":"server_error","error_description":"The MCP handler gave no answer"}',
-                status=500,
-                content_type="application/json",
-            )
+            return ServerError("The MCP handler gave no answer").response()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
         if first is TIMED_OUT:
             first = {"type": "http.response.body", "body": b"", "more_body": True}

@@ -20,7 +20,7 @@ from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssuerParamete
 from app.settings import DEV_ISSUER_PATH
 
 AUTHORIZE_PATH = DEV_ISSUER_PATH + "/authorize"
-TOKEN_PATH = DEV_ISSUER_PATH + "/token"  # noqa: S105 (a path)
+TOKEN_PATH = DEV_ISSUER_PATH + "/token"
 REGISTER_PATH = DEV_ISSUER_PATH + "/register"
 REVOKE_PATH = DEV_ISSUER_PATH + "/revoke"
 JWKS_PATH = DEV_ISSUER_PATH + "/jwks.json"

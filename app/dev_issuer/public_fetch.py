@@ -42,7 +42,7 @@ Resolver = Callable[[str, int], list[str]]
 Connector = Callable[[str, int, float], socket.socket]
 
 
-class FetchRefused(Exception):  # noqa: N818 (what the caller is told: the fetch was refused)
+class FetchRefused(Exception):
     """The document cannot be fetched; the message says why, for the client and the log."""
 
 

@@ -41,6 +41,7 @@ from app.dev_issuer.metadata import TOKEN_PATH
 from app.dev_issuer.models import User
 from app.dev_issuer.server import DevAuthorizationServer
 from app.dev_issuer.signing import DevIssuer
+from app.errors import InvalidClientMetadata
 from app.settings import DEV_ISSUER_PATH
 from app.settings import Settings
 
@@ -59,10 +60,6 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def _json(body: dict[str, str], status: int) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
 def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings: Settings) -> Blueprint:
@@ -163,13 +160,9 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
     @public
     def register() -> Response:
         if not isinstance(request.get_json(silent=True), dict):
-            return _json(
-                {
-                    "error": "invalid_client_metadata",
-                    "error_description": "The body must be a JSON object of client metadata (application/json)",
-                },
-                400,
-            )
+            return InvalidClientMetadata(
+                "The body must be a JSON object of client metadata (application/json)"
+            ).response()
         return server.create_endpoint_response("client_registration")  # type: ignore[no-any-return]
 
     @public

@@ -122,7 +122,7 @@ def register(server: ScopedServer, store: TodoStore) -> None:
         return store.add(current_principal().key, title)
 
     @server.tool(scopes=["todo:delete"])
-    def delete_todo(id: Annotated[int, Field(description="The id of the todo, as list_todos shows it")]) -> DeletedTodo:  # noqa: A002
+    def delete_todo(id: Annotated[int, Field(description="The id of the todo, as list_todos shows it")]) -> DeletedTodo:
         """Delete one of your todos by id."""
         if not store.delete(current_principal().key, id):
             raise ToolError(f"no todo with id {id}")
@@ -136,7 +136,7 @@ def register(server: ScopedServer, store: TodoStore) -> None:
         description="A todo of yours by id, as JSON.",
         mime_type="application/json",
     )
-    def todo_resource(id: int) -> str:  # noqa: A002
+    def todo_resource(id: int) -> str:
         todo = store.get(current_principal().key, id)
         if todo is None:
             raise ResourceNotFoundError(f"no todo with id {id}")

@@ -54,8 +54,8 @@ class Redirector:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = _answer  # noqa: N815 (http.server's naming)
-            do_POST = _answer  # noqa: N815
+            do_GET = _answer
+            do_POST = _answer
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -230,6 +230,28 @@ class TestIntrospection:
         assert response.headers["Retry-After"] == "30"
         assert response.get_json()["error"] == "temporarily_unavailable"
 
+    def test_an_outage_is_logged_and_counted_as_introspection_not_keys(
+        self, introspecting: Flask, issuer: MockIssuer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from prometheus_client import REGISTRY
+
+        def failures(reason: str) -> float:
+            return REGISTRY.get_sample_value("mcp_auth_failures_total", {"reason": reason}) or 0.0
+
+        before = failures("introspection_unavailable"), failures("keys_unavailable")
+        issuer.opaque_tokens["opaque-4"] = active(issuer)
+        issuer.down = True
+        try:
+            response = introspecting.test_client().post(
+                "/mcp", headers=request_headers("tools/list", token="opaque-4"), json=request_body("tools/list")
+            )
+        finally:
+            issuer.down = False
+        assert response.status_code == 503
+        refusals = [r.getMessage() for r in caplog.records if r.name == "app.auth"]
+        assert refusals == ["refusing a request: the token introspection endpoint did not answer usably"]
+        assert (failures("introspection_unavailable"), failures("keys_unavailable")) == (before[0] + 1, before[1])
+
     def test_wrong_client_credentials_are_503(self, issuer: MockIssuer, tmp_path: Path) -> None:
         app = make_app(
             tmp_path,

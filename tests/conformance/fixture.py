@@ -392,7 +392,7 @@ def _register_resources(server: ScopedServer) -> None:
         description="A resource template with parameter substitution",
         mime_type="application/json",
     )
-    def template(id: str) -> str:  # noqa: A002
+    def template(id: str) -> str:
         return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"}, separators=(",", ":"))
 
 
@@ -411,7 +411,7 @@ def _register_prompts(server: ScopedServer) -> None:
         return [UserMessage(content=TextContent(type="text", text=text))]
 
     @prompt
-    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:  # noqa: N803 (the suite's name)
+    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:
         """A prompt that embeds the resource it is given."""
         return [
             UserMessage(

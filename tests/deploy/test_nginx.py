@@ -8,7 +8,9 @@ import socket
 import ssl
 import time
 import urllib.request
+import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -248,20 +250,39 @@ async def test_two_instances_behind_one_upstream_share_the_calls(proxied: Proxie
     assert upstreams == {base.removeprefix("http://") for base in proxied.bases}
 
 
+def lines_with(text: str, read: Callable[[], str], timeout: float = 10.0) -> list[str]:
+    """The log lines holding ``text``, waiting until there is one: a line not yet written cannot be checked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in read().splitlines() if text in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
 def test_logs_hold_no_token_and_no_query_string(proxied: ProxiedDeployment) -> None:
     token = proxied.token()
+    # The user agent is in nginx's and gunicorn's access lines: it finds this request's lines.
+    agent = f"token-in-query-{uuid.uuid4().hex}"
     leaked = urllib.request.Request(
         f"{proxied.url}?access_token={token}",
         data=json.dumps(request_body("tools/list")).encode(),
-        headers=request_headers("tools/list", token=token),
+        headers={**request_headers("tools/list", token=token), "User-Agent": agent},
     )
     with urllib.request.urlopen(leaked, context=proxied.tls.client_context(), timeout=10) as response:
         assert response.status == 200
-    time.sleep(0.2)  # nginx writes its access log line after the response
+    # nginx writes its access line after the response, gunicorn its own when the body is closed.
+    nginx_lines = lines_with(agent, proxied.nginx.access_log)
+    instance_lines = lines_with(agent, lambda: "".join(instance.log() for instance in proxied.instances))
+    assert len(nginx_lines) == 1, nginx_lines
+    assert len(instance_lines) == 1, instance_lines
+    assert re.search(r'"POST /mcp HTTP/1\.1" 200 ', nginx_lines[0]), nginx_lines[0]
+    assert '"POST /mcp HTTP/1.1" 200 ' in instance_lines[0], instance_lines[0]
+    for line in (*nginx_lines, *instance_lines):
+        assert token not in line and "access_token" not in line, line
     logs = proxied.logs()
     assert_no_token(logs)
     assert "access_token" not in logs
-    assert re.search(r'"POST /mcp HTTP/1\.1" 200 ', proxied.nginx.access_log())
 
 
 def test_behind_the_shipped_site_without_trusted_proxies_the_server_says_so(

@@ -46,7 +46,7 @@ class DocumentServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            def do_GET(self) -> None:
                 outer.hits.append(self.path)
                 outer.hosts.append(self.headers.get("Host", ""))
                 status, headers, body = outer.routes.get(self.path, (404, {}, b"not found"))

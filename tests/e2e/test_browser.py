@@ -44,7 +44,7 @@ class CallbackServer:
         paths: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            def do_GET(self) -> None:
                 if not self.path.startswith("/callback"):
                     self.send_error(404)
                     return

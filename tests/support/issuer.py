@@ -140,7 +140,7 @@ class MockIssuer:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 issuer.requests.append(f"POST {self.path}")
                 length = int(self.headers.get("Content-Length") or 0)
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
@@ -159,7 +159,7 @@ class MockIssuer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 issuer.requests.append(self.path)
                 documents = {
                     "/.well-known/oauth-authorization-server"
@@ -178,7 +178,7 @@ class MockIssuer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def date_time_string(self, timestamp: float | None = None) -> str:

@@ -12,7 +12,7 @@ ACCEPT = "application/json, text/event-stream"
 
 def request_body(
     method: str, params: dict[str, Any] | None = None, *, era: str = MODERN, id: int = 1
-) -> dict[str, Any]:  # noqa: A002
+) -> dict[str, Any]:
     params = dict(params or {})
     if era == MODERN:
         params["_meta"] = {

@@ -69,7 +69,7 @@ class ServerProcess:
         self.log_path = log_path
         self.ready_url = ready_url
         self.process_group = process_group
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self._log = open(log_path, "wb")  # closed in stop()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
         full_env.update(env)
         self.process = subprocess.Popen(

@@ -48,7 +48,7 @@ def register(server: ScopedServer) -> None:
         return [text for (text,) in rows]
 
     @server.resource("note://{id}", scopes=["notes:read"], mime_type="text/plain")
-    def note(id: int) -> str:  # noqa: A002 (the URI template's name)
+    def note(id: int) -> str:
         with closing(connect()) as db:
             row = db.execute("SELECT text FROM notes WHERE id = ? AND owner = ?", (id, owner())).fetchone()
         if row is None:

@@ -1,0 +1,61 @@
+"""The private and undocumented attributes of dependencies this app relies on, each checked by name.
+
+None of these is covered by a dependency's compatibility promise, and
+constraints.txt pins ranges, not exact versions: when an upgrade removes or
+reshapes one, this test says which attribute, who uses it and what to do,
+instead of a failure deep inside a request.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import flask
+import pytest
+from limits.storage import MemoryStorage
+from mcp.server.lowlevel.server import Server
+from mcp.server.mcpserver import MCPServer
+
+
+def test_mcpserver_keeps_its_lowlevel_server() -> None:
+    server = MCPServer("internals")
+    lowlevel = getattr(server, "_lowlevel_server", None)
+    assert isinstance(lowlevel, Server), (
+        "mcp: MCPServer._lowlevel_server is gone or no longer a lowlevel Server; app.bridge hands it to "
+        "StreamableHTTPSessionManager(app=...) and app.mcp_server reads it: find its new name in the SDK"
+    )
+
+
+@pytest.mark.parametrize("name", ["request", "g"])
+def test_flask_proxies_can_be_unwrapped_once(name: str) -> None:
+    proxy = getattr(flask, name)
+    assert callable(getattr(proxy, "_get_current_object", None)), (
+        f"werkzeug: flask.{name}._get_current_object is gone; the hooks (app.auth, app.audit, app.metrics, "
+        "app.transport_security, app.cors) unwrap the proxies once per request with it"
+    )
+    app = flask.Flask(__name__)
+    with app.test_request_context("/"):
+        assert not isinstance(proxy._get_current_object(), type(proxy))
+
+
+def test_limits_memory_storage_keeps_its_counters_and_timer() -> None:
+    storage = MemoryStorage()
+    try:
+        missing = [
+            attribute
+            for attribute, kind in (
+                ("timer", threading.Timer),
+                ("expirations", dict),
+                ("storage", dict),
+                ("locks", dict),
+            )
+            if not isinstance(getattr(storage, attribute, None), kind)
+        ]
+        assert missing == [], (
+            f"limits: MemoryStorage no longer has {missing}; app.rate_limits.TimerlessMemoryStorage cancels its "
+            "timer and keeps its counters in these: rewrite it against the new storage"
+        )
+    finally:
+        timer = getattr(storage, "timer", None)
+        if timer is not None:
+            timer.cancel()
