@@ -165,7 +165,8 @@ def test_sighup_reloads_the_workers_while_requests_keep_succeeding(
     else:
         # Each old worker's own socket closes with the connections queued on it: they are reset
         # (docs/deploy.md: the tcp_migrate_req sysctl or MCP_REUSE_PORT=0 avoid it). Nothing else fails.
-        assert len(failures) <= load.clients, failures
+        # A client reset on one old worker's socket may reconnect onto the other's before it closes too.
+        assert len(failures) <= load.clients * len(old), failures
         assert all(failure.error == "ConnectionResetError" for failure in failures), failures
         # (a reset connection may have been queued a moment before the signal)
         assert all(hup_at - 0.5 <= failure.started <= reloaded_at for failure in failures), failures
