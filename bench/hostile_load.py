@@ -207,6 +207,27 @@ def abuse(url: str, token: str, stateful: bool, seconds: float, results: Any) ->
                 count("opaque connection error")
             time.sleep(max(0.0, 0.2 - (time.monotonic() - started)))  # 5 a second per thread, 4 threads
 
+    def hold_stream(label: str, method: str, headers: dict[str, str], body: bytes | None = None) -> None:
+        """Open one stream and read it until the run ends; refused, wait as long as Retry-After says."""
+        parts = urlsplit(url)
+        try:
+            connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+            connection.request(method, parts.path, body=body, headers=headers)
+            response = connection.getresponse()
+            if response.status == 200:
+                count(label + " admitted")
+                while time.monotonic() < stop and response.read1(4096):
+                    pass
+                connection.close()
+                return
+            data = response.read()
+            connection.close()
+            count(label + " " + _refusal(response.status, data))
+            time.sleep(_retry_after(dict(response.getheaders())))
+        except (OSError, http.client.HTTPException):
+            count(label + " connection error")
+            time.sleep(0.5)
+
     def long_streams() -> None:
         # Once the measurement runs (their first burst is part of the abuse); stateful: after the session flood
         # has met its own cap.
@@ -214,24 +235,7 @@ def abuse(url: str, token: str, stateful: bool, seconds: float, results: Any) ->
         body = request_body("tools/call", {"name": "count_to", "arguments": {"n": 50}, "_meta": {"progressToken": 1}})
         headers = request_headers("tools/call", "count_to", token=token)
         while time.monotonic() < stop:
-            try:
-                parts = urlsplit(url)
-                connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-                connection.request("POST", parts.path, body=json.dumps(body).encode(), headers=headers)
-                response = connection.getresponse()
-                if response.status == 200:
-                    count("stream admitted")
-                    while time.monotonic() < stop and response.read1(4096):
-                        pass
-                    connection.close()
-                    continue
-                data = response.read()
-                connection.close()
-                count("stream " + _refusal(response.status, data))
-                time.sleep(_retry_after(dict(response.getheaders())))
-            except (OSError, http.client.HTTPException):
-                count("stream connection error")
-                time.sleep(0.5)
+            hold_stream("stream", "POST", headers, json.dumps(body).encode())
 
     sessions: list[str] = []
 
@@ -251,7 +255,6 @@ def abuse(url: str, token: str, stateful: bool, seconds: float, results: Any) ->
             time.sleep(max(0.0, 0.02 - (time.monotonic() - started)))
 
     def get_streams(index: int) -> None:
-        parts = urlsplit(url)
         while time.monotonic() < stop:
             with lock:
                 session = sessions[index % len(sessions)] if sessions else None
@@ -263,23 +266,7 @@ def abuse(url: str, token: str, stateful: bool, seconds: float, results: Any) ->
                 "Accept": "text/event-stream",
                 "Mcp-Session-Id": session,
             }
-            try:
-                connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-                connection.request("GET", parts.path, headers=headers)
-                response = connection.getresponse()
-                if response.status == 200:
-                    count("GET stream admitted")
-                    while time.monotonic() < stop and response.read1(4096):
-                        pass
-                    connection.close()
-                    continue
-                data = response.read()
-                connection.close()
-                count("GET stream " + _refusal(response.status, data))
-                time.sleep(_retry_after(dict(response.getheaders())))
-            except (OSError, http.client.HTTPException):
-                count("GET stream connection error")
-                time.sleep(0.5)
+            hold_stream("GET stream", "GET", headers)
 
     threads = [threading.Thread(target=opaque_tokens, daemon=True) for _ in range(4)]
     threads += [threading.Thread(target=long_streams, daemon=True) for _ in range(64)]
