@@ -143,9 +143,9 @@ class SingleUse:
             return None
         return None if record.is_expired() else record
 
-    def claimed(self, record: AuthorizationCode | RefreshToken, claimed: bool) -> None:
+    def claim(self, record: AuthorizationCode | RefreshToken) -> None:
         """Claimed before anything is issued: of two concurrent redemptions only one wins."""
-        if not claimed:
+        if not self.server.storage.claim(record, int(time.time())):
             self.replayed(record)
             raise InvalidGrantError(f"The {self.credential} was already used")
 
@@ -168,7 +168,7 @@ class AuthorizationCodeGrant(SingleUse, TokenEndpointGrant, grants.Authorization
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         data = request.payload.data
-        self.server.storage.add_code(
+        self.server.storage.add(
             AuthorizationCode(
                 code_hash=digest(code),
                 client_id=request.client.get_client_id(),
@@ -179,16 +179,17 @@ class AuthorizationCodeGrant(SingleUse, TokenEndpointGrant, grants.Authorization
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
                 expires_at=int(time.time()) + CODE_LIFETIME,
-            )
+            ),
+            int(time.time()),
         )
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
-        record = self.server.storage.code(digest(code))
+        record = self.server.storage.find(AuthorizationCode, digest(code))
         return self.usable(record if record is not None and record.client_id == client.get_client_id() else None)
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         record: AuthorizationCode = self.request.authorization_code
-        self.claimed(record, self.server.storage.claim_code(record.code_hash, int(time.time())))
+        self.claim(record)
         return super().create_token_response()  # type: ignore[no-any-return]
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -205,7 +206,7 @@ class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant)
     server: DevAuthorizationServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        record = self.server.storage.refresh_token(digest(refresh_token))
+        record = self.server.storage.find(RefreshToken, digest(refresh_token))
         return self.usable(record if record is not None and not record.is_revoked() else None)
 
     def validate_token_request(self) -> None:
@@ -221,7 +222,7 @@ class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant)
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         record: RefreshToken = self.request.refresh_token
-        self.claimed(record, self.server.storage.claim_refresh_token(record.token_hash, int(time.time())))
+        self.claim(record)
         return super().create_token_response()  # type: ignore[no-any-return]
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User:

@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 
 from app import create_app
+from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.signing import KEY_FILE
 from app.dev_issuer.storage import Storage
 from app.settings import Settings
@@ -368,6 +369,6 @@ def test_an_instance_folder_from_before_dpop_is_migrated(tmp_path: Path) -> None
         db.execute("INSERT INTO refresh_tokens VALUES ('h', 'f', 'c', 's', '', 'r', 1, 2, NULL, NULL)")
         db.commit()
     storage = Storage(path)
-    record = storage.refresh_token("h")
+    record = storage.find(RefreshToken, "h")
     assert record is not None and record.jkt is None
     Storage(path)  # a second start finds the column there
