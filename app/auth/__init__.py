@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeVar
@@ -59,37 +61,28 @@ def public(view: F) -> F:
     return view
 
 
+@dataclass(kw_only=True, eq=False)
 class BearerAuthentication:
-    """The pieces the hook needs, built once per app."""
+    """The pieces the hook needs, built once per app.
 
-    def __init__(
-        self,
-        *,
-        verifier: TokenVerifier,
-        challenger: Challenger,
-        scopes: ScopePolicy,
-        resource_url: str,
-        dpop: ProtectedResourceDPoP | None = None,
-        limits: RateLimits | None = None,
-        caps: PrincipalCaps | None = None,
-        mcp_endpoint: str = "mcp",
-        on_refusal: Callable[[str], None] | None = None,
-        trusted_proxies: int = 0,
-    ) -> None:
-        """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token``, or
-        ``VerifierUnavailable.reason``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what
-        one caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
-        self.on_refusal = on_refusal
-        self.verifier = verifier
-        self.challenger = challenger
-        self.scopes = scopes
-        self.resource_url = resource_url
-        self.limits = limits
-        self.caps = caps
-        self.mcp_endpoint = mcp_endpoint
-        self.trusted_proxies = trusted_proxies
-        self._proxy_warned = trusted_proxies > 0
-        self.dpop = dpop or ProtectedResourceDPoP()
+    ``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token``, or
+    ``VerifierUnavailable.reason``. ``dpop``: RFC 9449 at this resource (by default: Bearer only). ``caps``:
+    what one caller may hold at once (:mod:`app.principal_caps`), counted once it is verified.
+    """
+
+    verifier: TokenVerifier
+    challenger: Challenger
+    scopes: ScopePolicy
+    resource_url: str
+    dpop: ProtectedResourceDPoP = field(default_factory=ProtectedResourceDPoP)
+    limits: RateLimits | None = None
+    caps: PrincipalCaps | None = None
+    mcp_endpoint: str = "mcp"
+    on_refusal: Callable[[str], None] | None = None
+    trusted_proxies: int = 0
+
+    def __post_init__(self) -> None:
+        self._proxy_warned = self.trusted_proxies > 0
         self._public: dict[str | None, bool] = {}
 
     def authenticate(self) -> Response | None:
