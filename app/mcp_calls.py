@@ -29,6 +29,8 @@ class MCPCall:
 
 @dataclass(frozen=True)
 class MCPRequest:
+    """Every message of one POST, in order (a batch has several; a body that does not parse, none)."""
+
     calls: tuple[MCPCall, ...] = ()
 
     @property

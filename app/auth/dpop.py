@@ -288,6 +288,8 @@ class Proof:
 
 @dataclass(frozen=True)
 class _ProofKey:
+    """What a proof's protected header yields once checked: remembered by the header's exact bytes."""
+
     alg: JWSAlgModel
     key: Key
     jkt: str
