@@ -31,7 +31,7 @@ from flask.ctx import _AppCtxGlobals
 from app.auth.challenges import BearerError
 from app.auth.principal import Principal
 from app.log_lines import write_line
-from app.mcp_request import MCPRequest
+from app.mcp_calls import MCPRequest
 
 audit_logger = logging.getLogger("app.audit")
 
