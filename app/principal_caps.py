@@ -46,11 +46,13 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from flask import Flask
+from flask import Request
 from flask import Response
-from flask import g
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from app import request_end
 from app.bridge.resumability import ResumableSessionManager
+from app.request_end import Closer
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -431,14 +433,11 @@ class PrincipalCaps:
             )
         return refusal(cap, limit)
 
-    def attach(self, response: Response) -> Response:
+    def attach(self, response: Response, req: Request, ctx: Any) -> Closer | None:
         """After the view: give the counts back once the WSGI server has closed the response."""
-        release = g._get_current_object().__dict__.pop(RELEASE_KEY, None)  # type: ignore[attr-defined]
-        if release is not None:
-            response.call_on_close(release)
-        return response
+        return ctx.__dict__.pop(RELEASE_KEY, None)  # type: ignore[no-any-return]
 
 
 def init_app(app: Flask, caps: PrincipalCaps) -> None:
     app.extensions["mcp_caps"] = caps
-    app.after_request(caps.attach)
+    request_end.on_response(app, caps.attach)
