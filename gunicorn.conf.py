@@ -32,7 +32,7 @@ from app import start_worker  # noqa: E402
 from app import stop_worker  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.settings import SettingsError  # noqa: E402
-from app.settings import is_loopback_host  # noqa: E402
+from app.urls import is_loopback_host  # noqa: E402
 
 # Server socket
 #

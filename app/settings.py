@@ -8,7 +8,6 @@ so the process can stop with that line instead of a stack trace.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -23,11 +22,14 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from limits import parse_many
 
+from app.urls import is_loopback_host
+from app.urls import origin
+from app.urls import url_problem
+
 DEV_PORT = 5000
 DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
 DEV_TOKEN_LIFETIME = 600
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 TokenProfile = Literal["jwt", "rfc9068"]
 # An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
@@ -178,8 +180,7 @@ class Settings:
 
     @property
     def public_origin(self) -> str:
-        parts = urlsplit(self.resource_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return origin(self.resource_url)
 
     @classmethod
     def from_env(
@@ -227,9 +228,9 @@ class Settings:
                 raise SettingsError(
                     "MCP_ISSUER",
                     "must be unset in development mode: the server is its own issuer at "
-                    f"{_origin(resource_url)}{DEV_ISSUER_PATH}",
+                    f"{origin(resource_url)}{DEV_ISSUER_PATH}",
                 )
-            issuer = _origin(resource_url) + DEV_ISSUER_PATH
+            issuer = origin(resource_url) + DEV_ISSUER_PATH
             issuers = ()
         else:
             if not resource_url:
@@ -503,37 +504,10 @@ def _scalekit_issuer(env: Mapping[str, str], environment_url: str, resource_url:
     return IssuerConfig(issuer, env.get("MCP_JWKS_URI", "").strip() or f"{issuer}/keys", audiences)
 
 
-def is_loopback_host(host: str | None) -> bool:
-    if host is None:
-        return False
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _check_url(variable: str, url: str) -> None:
-    """URLs must be https; plain http only for loopback hosts (local development and tests)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises on a malformed port)
-    except ValueError as exc:
-        raise SettingsError(variable, f"not a valid URL: {url!r} ({exc})") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise SettingsError(variable, f"must be an absolute https URL, not {url!r}")
-    if parts.scheme == "http" and not is_loopback_host(host):
-        raise SettingsError(variable, f"must use https (plain http is only allowed for loopback hosts): {url!r}")
-    if parts.fragment:
-        raise SettingsError(variable, f"must not carry a fragment: {url!r}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise SettingsError(variable, problem)
 
 
 def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
