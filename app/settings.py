@@ -12,10 +12,13 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import MISSING
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -30,6 +33,11 @@ DEV_PORT = 5000
 DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
 DEV_TOKEN_LIFETIME = 600
+# MCP_WORKERS: how many worker processes gunicorn runs (gunicorn.conf.py reads it with worker_count). Under
+# gunicorn the workers read the count it actually runs (its on_starting hook writes it back); a process gunicorn
+# did not start (flask run, a flask command) is one process unless MCP_WORKERS says otherwise.
+WORKERS_VARIABLE = "MCP_WORKERS"
+DEFAULT_WORKERS = 2
 
 TokenProfile = Literal["jwt", "rfc9068"]
 # An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
@@ -213,7 +221,7 @@ class Settings:
 
         dev = _boolean(env, "MCP_DEV")
         if workers is None:
-            workers = _integer(env, "MCP_WORKERS", default=1, minimum=1)
+            workers = worker_count(env, default=_DEFAULTS["workers"])
 
         resource_url = get("MCP_RESOURCE_URL")
         if dev:
@@ -257,7 +265,7 @@ class Settings:
             raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
         allowed_origins = tuple(_origin_value("MCP_ALLOWED_ORIGINS", o) for o in _list(env, "MCP_ALLOWED_ORIGINS"))
 
-        profile = get("MCP_TOKEN_PROFILE") or "jwt"
+        profile = get("MCP_TOKEN_PROFILE") or _DEFAULTS["token_profile"]
         if profile not in ("jwt", "rfc9068"):
             raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
 
@@ -295,43 +303,47 @@ class Settings:
             state_secret=state_secret,
             tools=_tool_providers(env),
             dev=dev,
-            resource_name=get("MCP_RESOURCE_NAME") or "Flask MCP server",
-            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=30, minimum=0, maximum=300),
-            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=3600, minimum=60),
-            jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
+            resource_name=get("MCP_RESOURCE_NAME") or _DEFAULTS["resource_name"],
+            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=_DEFAULTS["clock_leeway"], minimum=0, maximum=300),
+            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=_DEFAULTS["jwks_ttl"], minimum=60),
+            jwks_refetch_cooldown=_integer(
+                env, "MCP_JWKS_REFETCH_COOLDOWN", default=_DEFAULTS["jwks_refetch_cooldown"], minimum=1, maximum=3600
+            ),
             scope_hierarchy=_scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
             advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             **_stateful_options(env, stateful),
-            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
-            metrics=_boolean(env, "MCP_METRICS", default=True),
-            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
-            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", "60/minute") or "60/minute",
+            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=_DEFAULTS["audit_log"]),
+            metrics=_boolean(env, "MCP_METRICS", default=_DEFAULTS["metrics"]),
+            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", _DEFAULTS["rate_limit"], allow_off=True),
+            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", _DEFAULTS["rate_limit_failed_auth"])
+            or _DEFAULTS["rate_limit_failed_auth"],
             rate_limit_storage=_rate_limit_storage(env),
-            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split())
-            or ("scope", "scp", "permissions"),
+            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split()) or _DEFAULTS["scope_claims"],
             as_metadata_proxy=_as_metadata_proxy(env, dev),
             **_introspection(env),
-            trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            trusted_proxies=_integer(
+                env, "MCP_TRUSTED_PROXIES", default=_DEFAULTS["trusted_proxies"], minimum=0, maximum=5
+            ),
             metrics_token=metrics_token,
             metrics_dir=metrics_dir,
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
             dev_token_lifetime=_integer(
-                env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
+                env, "MCP_DEV_TOKEN_LIFETIME", default=_DEFAULTS["dev_token_lifetime"], minimum=1, maximum=24 * 3600
             ),
             environ=MappingProxyType(dict(env)),
             dpop=_dpop_mode(env),
             dpop_algorithms=_dpop_algorithms(env),
             dpop_proof_window=_integer(
-                env, "MCP_DPOP_PROOF_WINDOW", default=DEFAULT_DPOP_PROOF_WINDOW, minimum=5, maximum=600
+                env, "MCP_DPOP_PROOF_WINDOW", default=_DEFAULTS["dpop_proof_window"], minimum=5, maximum=600
             ),
             dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
-            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", DEFAULT_CAP_IN_FLIGHT),
-            cap_streams=_cap(env, "MCP_CAP_STREAMS", DEFAULT_CAP_STREAMS),
-            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", DEFAULT_CAP_SESSIONS),
-            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
+            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", _DEFAULTS["cap_in_flight"]),
+            cap_streams=_cap(env, "MCP_CAP_STREAMS", _DEFAULTS["cap_streams"]),
+            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", _DEFAULTS["cap_sessions"]),
+            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", _DEFAULTS["stream_lifetime"], maximum=24 * 3600),
             dev_allow_remote=_dev_allow_remote(env, dev),
         )
 
@@ -358,9 +370,9 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, objec
     else:
         raise SettingsError("MCP_EVENT_STORE", f"must be memory://, a redis:// URL or off, not {store!r}")
     max_age = _integer(
-        env, "MCP_EVENT_STORE_MAX_AGE", default=DEFAULT_EVENT_STORE_MAX_AGE, minimum=1, maximum=24 * 3600
+        env, "MCP_EVENT_STORE_MAX_AGE", default=_DEFAULTS["event_store_max_age"], minimum=1, maximum=24 * 3600
     )
-    retry = _integer(env, "MCP_SSE_RETRY_MS", default=DEFAULT_SSE_RETRY_MS, minimum=100, maximum=60_000)
+    retry = _integer(env, "MCP_SSE_RETRY_MS", default=_DEFAULTS["sse_retry_ms"], minimum=100, maximum=60_000)
     if retry >= max_age * 1000:
         raise SettingsError(
             "MCP_SSE_RETRY_MS",
@@ -377,12 +389,23 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, objec
         "legacy_sse": legacy_sse,
         "event_store": event_store if stateful else None,
         "event_store_max_events": _integer(
-            env, "MCP_EVENT_STORE_MAX_EVENTS", default=DEFAULT_EVENT_STORE_MAX_EVENTS, minimum=1, maximum=100_000
+            env, "MCP_EVENT_STORE_MAX_EVENTS", default=_DEFAULTS["event_store_max_events"], minimum=1, maximum=100_000
         ),
         "event_store_max_age": max_age,
         "sse_retry_ms": retry,
         "instance_name": name,
     }
+
+
+# Each default is declared once, on its field above; the parsers take it from here.
+_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {setting.name: setting.default for setting in fields(Settings) if setting.default is not MISSING}
+)
+
+
+def worker_count(env: Mapping[str, str], *, default: int = DEFAULT_WORKERS) -> int:
+    """MCP_WORKERS, the number of worker processes (gunicorn's default: :data:`DEFAULT_WORKERS`)."""
+    return _integer(env, WORKERS_VARIABLE, default=default, minimum=1)
 
 
 def _dev_resource_url(env: Mapping[str, str], served: ServedAddress | None) -> str:
@@ -627,7 +650,7 @@ def _dev_allow_remote(env: Mapping[str, str], dev: bool) -> bool:
 
 
 def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
-    value = env.get("MCP_DPOP", "").strip().lower() or "allowed"
+    value = env.get("MCP_DPOP", "").strip().lower() or _DEFAULTS["dpop"]
     if value not in ("off", "allowed", "required"):
         raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {value!r}")
     return value  # type: ignore[return-value]
@@ -636,7 +659,7 @@ def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
 def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(env.get("MCP_DPOP_ALGORITHMS", "").replace(",", " ").split()))
     if not names:
-        return DEFAULT_DPOP_ALGORITHMS
+        return _DEFAULTS["dpop_algorithms"]  # type: ignore[no-any-return]
     for name in names:
         if name not in DPOP_ASYMMETRIC_ALGORITHMS:
             raise SettingsError(
@@ -648,7 +671,7 @@ def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
-    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or "memory://"
+    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or _DEFAULTS["rate_limit_storage"]
     scheme = value.partition("://")[0]
     if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey", "valkeys"):
         raise SettingsError("MCP_RATE_LIMIT_STORAGE", f"must be memory:// or a redis:// URL, not {value!r}")
