@@ -255,9 +255,8 @@ class Settings:
 
         if dev:
             issuers = (IssuerConfig(issuer, None, _audiences(env, resource_url)),)
-        default_servers: tuple[str, ...] = tuple(i.issuer for i in issuers)
-        if get("SCALEKIT_RESOURCE_ID") and not get("MCP_ISSUER"):
-            default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
+        scalekit = _scalekit_authorization_server(env, issuer)
+        default_servers = (scalekit,) if scalekit is not None else tuple(i.issuer for i in issuers)
         authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
         if "offline_access" in scopes_supported:
@@ -525,6 +524,14 @@ def _scalekit_issuer(env: Mapping[str, str], environment_url: str, resource_url:
     issuer = environment_url.rstrip("/")
     audiences = _url_list(env, "MCP_AUDIENCE", allow_non_url=True) or (resource_id, resource_url)
     return IssuerConfig(issuer, env.get("MCP_JWKS_URI", "").strip() or f"{issuer}/keys", audiences)
+
+
+def _scalekit_authorization_server(env: Mapping[str, str], issuer: str) -> str | None:
+    """Scalekit: the authorization server clients are sent to is the resource's own, under the environment."""
+    resource_id = env.get("SCALEKIT_RESOURCE_ID", "").strip()
+    if not resource_id or env.get("MCP_ISSUER", "").strip():
+        return None
+    return f"{issuer.rstrip('/')}/resources/{resource_id}"
 
 
 def _check_url(variable: str, url: str) -> None:
