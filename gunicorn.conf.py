@@ -30,9 +30,11 @@ from prometheus_client import multiprocess  # noqa: E402 (after PROMETHEUS_MULTI
 
 from app import start_worker  # noqa: E402
 from app import stop_worker  # noqa: E402
+from app.settings import WORKERS_VARIABLE  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.settings import SettingsError  # noqa: E402
-from app.settings import is_loopback_host  # noqa: E402
+from app.settings import worker_count  # noqa: E402
+from app.urls import is_loopback_host  # noqa: E402
 
 # Server socket
 #
@@ -53,7 +55,9 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Worker processes
 #
 #   workers - Processes; one per core is right for this mostly CPU-bound app
-#             (2-4 on a small VM). MCP_WORKERS.
+#             (2-4 on a small VM). MCP_WORKERS, read as Settings reads it
+#             (default 2); the workers then read the count gunicorn runs
+#             (on_starting writes it back, a -w on the command line included).
 #   worker_class - app.serving.worker.ConnectionWorker: one thread at a time
 #             polls every connection and serves each request start to end, like
 #             an event loop; a request that must wait (a tool awaiting I/O, a
@@ -89,7 +93,11 @@ forwarded_allow_ips = os.environ.get("MCP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 #   keepalive - Seconds an idle keep-alive connection is held; nginx reuses
 #             upstream connections, so longer than nginx's keepalive_timeout.
 _socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) > 0
-workers = int(os.environ.get("MCP_WORKERS", "2"))
+try:
+    workers = worker_count(os.environ)
+except SettingsError as error:
+    print(f"configuration error: {error}", file=sys.stderr)
+    sys.exit(4)
 worker_class = os.environ.get("MCP_WORKER_CLASS", "app.serving.worker.ConnectionWorker")
 worker_connections = int(os.environ.get("MCP_WORKER_CONNECTIONS", "256"))
 threads = int(os.environ.get("MCP_THREADS", "4"))
@@ -154,6 +162,8 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         print(f"configuration error: {error}", file=sys.stderr)
         _remove_temporary_metrics_dir()
         sys.exit(4)
+    # One source for the worker count: the workers forked next read the number gunicorn runs.
+    os.environ[WORKERS_VARIABLE] = str(server.cfg.workers)
     _warn_if_behind_an_untrusted_proxy(server, settings)
     # Counters of a previous run would be added to this one's.
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):

@@ -6,39 +6,32 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
-import re
 from collections.abc import Callable
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import audit
+from app import auth
 from app import authorization_server_metadata
 from app import cli
 from app import cors
 from app import dev_issuer
 from app import errors
 from app import health
+from app import logging_setup
 from app import metrics
 from app import principal_caps
 from app import protected_resource
+from app import proxies
 from app import rate_limits
 from app import tool_providers
 from app import transport_security
-from app.auth import BearerAuthentication
 from app.auth import dpop
-from app.auth import init_app as init_auth
-from app.auth.challenges import Challenger
-from app.auth.introspection import TokenIntrospection
-from app.auth.jwks import KeySource
-from app.auth.jwks import KeyStore
-from app.auth.jwks import RemoteJWKS
-from app.auth.jwks import StaticJWKS
 from app.auth.jwt_access_token import JWTAccessTokenValidator
 from app.auth.scopes import ScopePolicy
-from app.auth.token_verification import TokenVerifier
 from app.bridge import MAX_BODY_BYTES
 from app.bridge import init_app as init_bridge
 from app.mcp_server import ScopedServer
@@ -51,52 +44,29 @@ __all__ = ["create_app", "start_worker", "stop_worker"]
 logger = logging.getLogger(__name__)
 
 
-class RedactQueryStrings(logging.Filter):
-    """Drop query strings from request lines: a misbehaving client may put a token there.
-
-    The development server (``flask run``) logs whole request lines; gunicorn's
-    access log format in gunicorn.conf.py never includes the query string.
-    """
-
-    _request_line = re.compile(r"^([A-Z]+ [^?\s]*)\?\S*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._request_line.sub(r"\1", arg) if isinstance(arg, str) else arg for arg in record.args
-            )
-        return True
-
-
-def _configure_logging() -> None:
-    # Before the SDK's MCPServer, whose own basicConfig would print bare messages.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-    # The SDK logs every stateless exchange at INFO; keep its warnings and errors.
-    logging.getLogger("mcp").setLevel(logging.WARNING)
-    # One pure JSON object per line, whatever the format of the other logs.
-    audit.audit_logger.setLevel(logging.INFO)
-    audit.audit_logger.propagate = False
-    if not any(getattr(handler, "mcp_audit", False) for handler in audit.audit_logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.mcp_audit = True  # type: ignore[attr-defined]
-        audit.audit_logger.addHandler(handler)
-    werkzeug_logger = logging.getLogger("werkzeug")
-    if not any(isinstance(f, RedactQueryStrings) for f in werkzeug_logger.filters):
-        werkzeug_logger.addFilter(RedactQueryStrings())
-
-
 def create_app(settings: Settings | None = None, *, register_tools: Provider | None = None) -> Flask:
     """Build the application; without ``settings`` they are read from the environment.
 
     The tools, resources and prompts come from the providers MCP_TOOLS names
     (the examples when unset), or from ``register_tools`` when given (test
     fixtures pass their own).
+
+    The parts are registered in the order a request meets them, and that order
+    is behaviour: Flask runs ``before_request`` hooks in registration order and
+    ``after_request`` hooks in reverse. ``audit`` comes first, so its
+    after-request hook runs last and puts the request id and the audit line on
+    the final response, refusals included; ``metrics`` next, so it counts every
+    response; ``transport_security`` checks Host, Origin and (development) the
+    peer before any token is read; the per-caller caps release what a response
+    held; ``auth`` (then DPoP) is the one hook that verifies a token, so a
+    request refused earlier costs no verification. The views follow, then CORS
+    on the way out, and ProxyFix wraps everything, so every hook sees the
+    client's address.
     """
     # Under flask run, where it listens: development mode advertises that port.
     served = cli.flask_run_address() if settings is None else None
     settings = settings if settings is not None else Settings.from_env(served=served)
-    _configure_logging()
+    logging_setup.init_app()
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
 
@@ -130,9 +100,6 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     limits = rate_limits.RateLimits.from_settings(settings)
     if limits is not None:
         app.extensions["mcp_rate_limits"] = limits
-    # The failed-credentials limit is asked before any call to the authorization server a token would cause.
-    verifier = _token_verifier(settings, issuer, limits.check_outbound if limits is not None else None, revoked)
-    app.extensions["mcp_keys"] = verifier.key_stores
 
     errors.init_app(app)
     audit.init_app(app, enabled=settings.audit_log)
@@ -145,30 +112,26 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     # RFC 9449: DPoP proofs' jti values are remembered where the rate limits count (one Redis for all).
     replays = dpop.replay_cache(settings.rate_limit_storage)
     resource_dpop = dpop.ProtectedResourceDPoP.from_settings(settings, replays, state_secret)
-    init_auth(
+    auth.init_app(
         app,
-        BearerAuthentication(
-            verifier=verifier,
-            challenger=Challenger(
-                protected_resource.metadata_url(settings),
-                settings.scopes_supported,
-                bearer=settings.dpop != "required",
-                dpop_algorithms=resource_dpop.algorithms,
-            ),
-            scopes=policy,
-            resource_url=settings.resource_url,
-            dpop=resource_dpop,
-            limits=limits,
-            caps=caps,
-            on_refusal=metrics.count_auth_failure,
-            trusted_proxies=settings.trusted_proxies,
-        ),
+        settings,
+        resource_metadata_url=protected_resource.metadata_url(settings),
+        scopes=policy,
+        dpop=resource_dpop,
+        limits=limits,
+        caps=caps,
+        dev_keys=issuer.jwks() if issuer is not None else None,
+        validator=functools.partial(dev_issuer.RevokingValidator, revoked=revoked)
+        if revoked is not None
+        else JWTAccessTokenValidator,
+        on_key_fetch=metrics.count_jwks_fetch,
+        on_refusal=metrics.count_auth_failure,
     )
     dpop.init_app(app, resource_dpop)
     protected_resource.init_app(app, settings)
     if settings.as_metadata_proxy:
         authorization_server_metadata.init_app(app, settings)
-    health.init_app(app, verifier.key_stores)
+    health.init_app(app, app.extensions["mcp_keys"])
     if issuer is not None:
         dev_issuer.init_app(app, issuer, settings, server, policy, replays, revoked)
     init_bridge(
@@ -180,70 +143,8 @@ def create_app(settings: Settings | None = None, *, register_tools: Provider | N
     )
     cors.init_app(app, settings)
     cli.init_app(app)
-    if settings.trusted_proxies:
-        # X-Forwarded-For and -Proto are believed only from the configured number
-        # of hops (nginx on the same VM is one); with 0 they are ignored, so a
-        # client cannot fake its address. The Host header is not taken from
-        # X-Forwarded-Host: nginx passes the client's Host through, and public
-        # URLs come from MCP_RESOURCE_URL anyway. ``app`` stays a Flask object.
-        hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    proxies.init_app(app, settings)
     return app
-
-
-def _token_verifier(
-    settings: Settings,
-    issuer: dev_issuer.DevIssuer | None,
-    before_outbound: Callable[[], None] | None = None,
-    revoked: dev_issuer.RevokedAccessTokens | None = None,
-) -> TokenVerifier:
-    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
-
-    ``before_outbound`` runs before a call to an authorization server that a request's token causes (an
-    introspection, a key fetch for an unknown ``kid``) and may refuse it by raising. ``revoked``: the
-    development issuer's revoked tokens, which its validator refuses.
-    """
-    validators, stores = [], []
-    for config in settings.issuers:
-        source: KeySource = (
-            StaticJWKS(issuer.jwks()) if issuer is not None else RemoteJWKS(config.issuer, config.jwks_uri)
-        )
-        keys = KeyStore(
-            source,
-            ttl=settings.jwks_ttl,
-            refetch_cooldown=settings.jwks_refetch_cooldown,
-            on_fetch=metrics.count_jwks_fetch,
-            before_refetch=before_outbound,
-        )
-        stores.append(keys)
-        options = {
-            "issuer": config.issuer,
-            "audiences": config.audiences,
-            "keys": keys,
-            "profile": settings.token_profile,
-            "leeway": settings.clock_leeway,
-            "scope_claims": settings.scope_claims,
-        }
-        validators.append(
-            dev_issuer.RevokingValidator(revoked=revoked, **options)
-            if revoked is not None
-            else JWTAccessTokenValidator(**options)  # type: ignore[arg-type]
-        )
-    introspection = None
-    if settings.introspection_url:
-        assert settings.introspection_client_id and settings.introspection_client_secret
-        introspection = TokenIntrospection(
-            url=settings.introspection_url,
-            client_id=settings.introspection_client_id,
-            client_secret=settings.introspection_client_secret,
-            issuers=[config.issuer for config in settings.issuers],
-            audiences=sorted({a for config in settings.issuers for a in config.audiences}),
-            leeway=settings.clock_leeway,
-            scope_claims=settings.scope_claims,
-            retry_after=settings.jwks_refetch_cooldown,
-            before_call=before_outbound,
-        )
-    return TokenVerifier(validators, keys=stores, introspection=introspection)
 
 
 def start_worker(app: Flask, stopping: Callable[[], bool] | None = None) -> None:

@@ -36,7 +36,7 @@ from app.auth.jwt_access_token import normalize_audience
 from app.auth.token_verification import TokenVerifier
 from app.settings import IssuerConfig
 from app.settings import Settings
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 
 @dataclass

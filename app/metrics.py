@@ -67,7 +67,7 @@ from app.mcp_request import current_mcp_request
 from app.request_end import Closer
 from app.settings import Settings
 from app.settings import SettingsError
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 # Methods a client sends to a server (MCP 2025-11-25 and 2026-07-28); anything else is "other".
 KNOWN_METHODS = frozenset(

@@ -8,26 +8,36 @@ so the process can stop with that line instead of a stack trace.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import MISSING
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from typing import Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from limits import parse_many
 
+from app.urls import is_loopback_host
+from app.urls import origin
+from app.urls import url_problem
+
 DEV_PORT = 5000
 DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
 DEV_TOKEN_LIFETIME = 600
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# MCP_WORKERS: how many worker processes gunicorn runs (gunicorn.conf.py reads it with worker_count). Under
+# gunicorn the workers read the count it actually runs (its on_starting hook writes it back); a process gunicorn
+# did not start (flask run, a flask command) is one process unless MCP_WORKERS says otherwise.
+WORKERS_VARIABLE = "MCP_WORKERS"
+DEFAULT_WORKERS = 2
 
 TokenProfile = Literal["jwt", "rfc9068"]
 # An import path: a dotted module path, then ``:`` (or ``.``) and the function's name.
@@ -178,8 +188,7 @@ class Settings:
 
     @property
     def public_origin(self) -> str:
-        parts = urlsplit(self.resource_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return origin(self.resource_url)
 
     @classmethod
     def from_env(
@@ -212,7 +221,7 @@ class Settings:
 
         dev = _boolean(env, "MCP_DEV")
         if workers is None:
-            workers = _integer(env, "MCP_WORKERS", default=1, minimum=1)
+            workers = worker_count(env, default=_DEFAULTS["workers"])
 
         resource_url = get("MCP_RESOURCE_URL")
         if dev:
@@ -227,9 +236,9 @@ class Settings:
                 raise SettingsError(
                     "MCP_ISSUER",
                     "must be unset in development mode: the server is its own issuer at "
-                    f"{_origin(resource_url)}{DEV_ISSUER_PATH}",
+                    f"{origin(resource_url)}{DEV_ISSUER_PATH}",
                 )
-            issuer = _origin(resource_url) + DEV_ISSUER_PATH
+            issuer = origin(resource_url) + DEV_ISSUER_PATH
             issuers = ()
         else:
             if not resource_url:
@@ -246,9 +255,8 @@ class Settings:
 
         if dev:
             issuers = (IssuerConfig(issuer, None, _audiences(env, resource_url)),)
-        default_servers: tuple[str, ...] = tuple(i.issuer for i in issuers)
-        if get("SCALEKIT_RESOURCE_ID") and not get("MCP_ISSUER"):
-            default_servers = (f"{issuer.rstrip('/')}/resources/{get('SCALEKIT_RESOURCE_ID')}",)
+        scalekit = _scalekit_authorization_server(env, issuer)
+        default_servers = (scalekit,) if scalekit is not None else tuple(i.issuer for i in issuers)
         authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
         scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
         if "offline_access" in scopes_supported:
@@ -256,7 +264,7 @@ class Settings:
             raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
         allowed_origins = tuple(_origin_value("MCP_ALLOWED_ORIGINS", o) for o in _list(env, "MCP_ALLOWED_ORIGINS"))
 
-        profile = get("MCP_TOKEN_PROFILE") or "jwt"
+        profile = get("MCP_TOKEN_PROFILE") or _DEFAULTS["token_profile"]
         if profile not in ("jwt", "rfc9068"):
             raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
 
@@ -294,43 +302,47 @@ class Settings:
             state_secret=state_secret,
             tools=_tool_providers(env),
             dev=dev,
-            resource_name=get("MCP_RESOURCE_NAME") or "Flask MCP server",
-            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=30, minimum=0, maximum=300),
-            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=3600, minimum=60),
-            jwks_refetch_cooldown=_integer(env, "MCP_JWKS_REFETCH_COOLDOWN", default=30, minimum=1, maximum=3600),
+            resource_name=get("MCP_RESOURCE_NAME") or _DEFAULTS["resource_name"],
+            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=_DEFAULTS["clock_leeway"], minimum=0, maximum=300),
+            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=_DEFAULTS["jwks_ttl"], minimum=60),
+            jwks_refetch_cooldown=_integer(
+                env, "MCP_JWKS_REFETCH_COOLDOWN", default=_DEFAULTS["jwks_refetch_cooldown"], minimum=1, maximum=3600
+            ),
             scope_hierarchy=_scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
             advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
             json_response=_boolean(env, "MCP_JSON_RESPONSE"),
             stateful=stateful,
             **_stateful_options(env, stateful),
-            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=True),
-            metrics=_boolean(env, "MCP_METRICS", default=True),
-            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", "600/minute", allow_off=True),
-            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", "60/minute") or "60/minute",
+            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=_DEFAULTS["audit_log"]),
+            metrics=_boolean(env, "MCP_METRICS", default=_DEFAULTS["metrics"]),
+            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", _DEFAULTS["rate_limit"], allow_off=True),
+            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", _DEFAULTS["rate_limit_failed_auth"])
+            or _DEFAULTS["rate_limit_failed_auth"],
             rate_limit_storage=_rate_limit_storage(env),
-            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split())
-            or ("scope", "scp", "permissions"),
+            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split()) or _DEFAULTS["scope_claims"],
             as_metadata_proxy=_as_metadata_proxy(env, dev),
             **_introspection(env),
-            trusted_proxies=_integer(env, "MCP_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            trusted_proxies=_integer(
+                env, "MCP_TRUSTED_PROXIES", default=_DEFAULTS["trusted_proxies"], minimum=0, maximum=5
+            ),
             metrics_token=metrics_token,
             metrics_dir=metrics_dir,
             workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
             dev_token_lifetime=_integer(
-                env, "MCP_DEV_TOKEN_LIFETIME", default=DEV_TOKEN_LIFETIME, minimum=1, maximum=24 * 3600
+                env, "MCP_DEV_TOKEN_LIFETIME", default=_DEFAULTS["dev_token_lifetime"], minimum=1, maximum=24 * 3600
             ),
             environ=MappingProxyType(dict(env)),
             dpop=_dpop_mode(env),
             dpop_algorithms=_dpop_algorithms(env),
             dpop_proof_window=_integer(
-                env, "MCP_DPOP_PROOF_WINDOW", default=DEFAULT_DPOP_PROOF_WINDOW, minimum=5, maximum=600
+                env, "MCP_DPOP_PROOF_WINDOW", default=_DEFAULTS["dpop_proof_window"], minimum=5, maximum=600
             ),
             dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
-            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", DEFAULT_CAP_IN_FLIGHT),
-            cap_streams=_cap(env, "MCP_CAP_STREAMS", DEFAULT_CAP_STREAMS),
-            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", DEFAULT_CAP_SESSIONS),
-            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", DEFAULT_STREAM_LIFETIME, maximum=24 * 3600),
+            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", _DEFAULTS["cap_in_flight"]),
+            cap_streams=_cap(env, "MCP_CAP_STREAMS", _DEFAULTS["cap_streams"]),
+            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", _DEFAULTS["cap_sessions"]),
+            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", _DEFAULTS["stream_lifetime"], maximum=24 * 3600),
             dev_allow_remote=_dev_allow_remote(env, dev),
         )
 
@@ -357,9 +369,9 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, objec
     else:
         raise SettingsError("MCP_EVENT_STORE", f"must be memory://, a redis:// URL or off, not {store!r}")
     max_age = _integer(
-        env, "MCP_EVENT_STORE_MAX_AGE", default=DEFAULT_EVENT_STORE_MAX_AGE, minimum=1, maximum=24 * 3600
+        env, "MCP_EVENT_STORE_MAX_AGE", default=_DEFAULTS["event_store_max_age"], minimum=1, maximum=24 * 3600
     )
-    retry = _integer(env, "MCP_SSE_RETRY_MS", default=DEFAULT_SSE_RETRY_MS, minimum=100, maximum=60_000)
+    retry = _integer(env, "MCP_SSE_RETRY_MS", default=_DEFAULTS["sse_retry_ms"], minimum=100, maximum=60_000)
     if retry >= max_age * 1000:
         raise SettingsError(
             "MCP_SSE_RETRY_MS",
@@ -376,12 +388,23 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, objec
         "legacy_sse": legacy_sse,
         "event_store": event_store if stateful else None,
         "event_store_max_events": _integer(
-            env, "MCP_EVENT_STORE_MAX_EVENTS", default=DEFAULT_EVENT_STORE_MAX_EVENTS, minimum=1, maximum=100_000
+            env, "MCP_EVENT_STORE_MAX_EVENTS", default=_DEFAULTS["event_store_max_events"], minimum=1, maximum=100_000
         ),
         "event_store_max_age": max_age,
         "sse_retry_ms": retry,
         "instance_name": name,
     }
+
+
+# Each default is declared once, on its field above; the parsers take it from here.
+_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {setting.name: setting.default for setting in fields(Settings) if setting.default is not MISSING}
+)
+
+
+def worker_count(env: Mapping[str, str], *, default: int = DEFAULT_WORKERS) -> int:
+    """MCP_WORKERS, the number of worker processes (gunicorn's default: :data:`DEFAULT_WORKERS`)."""
+    return _integer(env, WORKERS_VARIABLE, default=default, minimum=1)
 
 
 def _dev_resource_url(env: Mapping[str, str], served: ServedAddress | None) -> str:
@@ -503,37 +526,18 @@ def _scalekit_issuer(env: Mapping[str, str], environment_url: str, resource_url:
     return IssuerConfig(issuer, env.get("MCP_JWKS_URI", "").strip() or f"{issuer}/keys", audiences)
 
 
-def is_loopback_host(host: str | None) -> bool:
-    if host is None:
-        return False
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+def _scalekit_authorization_server(env: Mapping[str, str], issuer: str) -> str | None:
+    """Scalekit: the authorization server clients are sent to is the resource's own, under the environment."""
+    resource_id = env.get("SCALEKIT_RESOURCE_ID", "").strip()
+    if not resource_id or env.get("MCP_ISSUER", "").strip():
+        return None
+    return f"{issuer.rstrip('/')}/resources/{resource_id}"
 
 
 def _check_url(variable: str, url: str) -> None:
-    """URLs must be https; plain http only for loopback hosts (local development and tests)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises on a malformed port)
-    except ValueError as exc:
-        raise SettingsError(variable, f"not a valid URL: {url!r} ({exc})") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise SettingsError(variable, f"must be an absolute https URL, not {url!r}")
-    if parts.scheme == "http" and not is_loopback_host(host):
-        raise SettingsError(variable, f"must use https (plain http is only allowed for loopback hosts): {url!r}")
-    if parts.fragment:
-        raise SettingsError(variable, f"must not carry a fragment: {url!r}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise SettingsError(variable, problem)
 
 
 def _list(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
@@ -653,7 +657,7 @@ def _dev_allow_remote(env: Mapping[str, str], dev: bool) -> bool:
 
 
 def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
-    value = env.get("MCP_DPOP", "").strip().lower() or "allowed"
+    value = env.get("MCP_DPOP", "").strip().lower() or _DEFAULTS["dpop"]
     if value not in ("off", "allowed", "required"):
         raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {value!r}")
     return value  # type: ignore[return-value]
@@ -662,7 +666,7 @@ def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
 def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(env.get("MCP_DPOP_ALGORITHMS", "").replace(",", " ").split()))
     if not names:
-        return DEFAULT_DPOP_ALGORITHMS
+        return _DEFAULTS["dpop_algorithms"]  # type: ignore[no-any-return]
     for name in names:
         if name not in DPOP_ASYMMETRIC_ALGORITHMS:
             raise SettingsError(
@@ -674,7 +678,7 @@ def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
-    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or "memory://"
+    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or _DEFAULTS["rate_limit_storage"]
     scheme = value.partition("://")[0]
     if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey", "valkeys"):
         raise SettingsError("MCP_RATE_LIMIT_STORAGE", f"must be memory:// or a redis:// URL, not {value!r}")

@@ -25,7 +25,7 @@ from app.errors import Forbidden
 from app.errors import ForbiddenOrigin
 from app.errors import MisdirectedRequest
 from app.settings import Settings
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 logger = logging.getLogger(__name__)
 

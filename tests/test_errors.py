@@ -61,7 +61,7 @@ def test_sdk_json_answers_pass_through_byte_for_byte(client: FlaskClient, tokens
 def test_development_server_request_lines_lose_their_query_string() -> None:
     import logging
 
-    from app import RedactQueryStrings
+    from app.logging_setup import RedactQueryStrings
 
     record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '%s - - [%s] "%s" %s %s', None, None)
     record.args = ("127.0.0.1", "now", "POST /mcp?access_token=eyJ.secret HTTP/1.1", "401", "-")

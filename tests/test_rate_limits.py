@@ -16,6 +16,8 @@ from tests.conftest import RESOURCE
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
+from tests.support.load import wait_for
+from tests.support.servers import start_app
 
 LIST = request_body("tools/list")
 
@@ -235,3 +237,28 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_failed_credentials_bucke
     assert [via_proxy("198.51.100.7") for _ in range(3)] == [401, 401, 429]
     assert via_proxy("203.0.113.20") == 401  # another client behind the same proxy is not held back
     stop_worker(app)
+
+
+PER_WORKER_WARNING = (
+    "rate limits count per worker process with MCP_RATE_LIMIT_STORAGE=memory://; "
+    "use redis://... to share them across 2 workers"
+)
+
+
+def test_memory_storage_under_two_workers_is_warned_about(
+    issuer: MockIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = limited_app(issuer, tmp_path, MCP_WORKERS="2", MCP_STATE_SECRET="s" * 40)
+    stop_worker(app)
+    assert [r.getMessage() for r in caplog.records if r.name == "app.rate_limits"] == [PER_WORKER_WARNING]
+
+
+@pytest.mark.e2e
+def test_gunicorns_default_two_workers_warn_about_memory_storage(issuer: MockIssuer, tmp_path: Path) -> None:
+    """gunicorn runs 2 workers unless told otherwise, and each worker's settings know it: every worker warns."""
+    server = start_app(issuer, tmp_path, workers=2)
+    try:
+        # /readyz answers once one worker is up; the other may still be loading the app.
+        assert wait_for(lambda: server.process.log().count(PER_WORKER_WARNING) == 2, timeout=30), server.process.log()
+    finally:
+        server.stop()

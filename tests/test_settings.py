@@ -12,7 +12,7 @@ from app.settings import IssuerConfig
 from app.settings import ServedAddress
 from app.settings import Settings
 from app.settings import SettingsError
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 from tests.support.dpop import DEFAULT_ALGORITHMS
 
 RESOURCE = "https://mcp.example.com/mcp"

@@ -37,12 +37,19 @@ from app.auth.challenges import InsufficientScope
 from app.auth.challenges import MissingToken
 from app.auth.challenges import VerifierUnavailable
 from app.auth.dpop import ProtectedResourceDPoP
+from app.auth.introspection import TokenIntrospection
+from app.auth.jwks import KeySource
+from app.auth.jwks import KeyStore
+from app.auth.jwks import RemoteJWKS
+from app.auth.jwks import StaticJWKS
+from app.auth.jwt_access_token import JWTAccessTokenValidator
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
 from app.mcp_request import current_mcp_request
 from app.rate_limits import RateLimits
 from app.rate_limits import TooManyRefusals
+from app.settings import Settings
 
 if TYPE_CHECKING:
     # Only a type here: app.principal_caps counts the bridge's sessions, and auth must not load the bridge.
@@ -184,6 +191,102 @@ class BearerAuthentication:
         )
 
 
-def init_app(app: Flask, authentication: BearerAuthentication) -> None:
+def init_app(
+    app: Flask,
+    settings: Settings,
+    *,
+    resource_metadata_url: str,
+    scopes: ScopePolicy,
+    dpop: ProtectedResourceDPoP,
+    limits: RateLimits | None = None,
+    caps: PrincipalCaps | None = None,
+    dev_keys: dict[str, Any] | None = None,
+    validator: Callable[..., JWTAccessTokenValidator] = JWTAccessTokenValidator,
+    on_key_fetch: Callable[[], None] | None = None,
+    on_refusal: Callable[[str], None] | None = None,
+) -> None:
+    """Build the token verifier and the challenges from settings and register the authentication hook.
+
+    ``resource_metadata_url``: where the protected resource metadata (RFC 9728) is, named in every challenge.
+    ``dev_keys``: the development issuer's JWKS (its keys are local, never fetched); ``validator``: the
+    JWT validator class (the development issuer's refuses what it revoked). The key caches are kept in
+    ``app.extensions["mcp_keys"]`` for the readiness check and the workers' start.
+    """
+    # The failed-credentials limit is asked before any call to the authorization server a token would cause.
+    verifier = token_verifier(
+        settings,
+        dev_keys=dev_keys,
+        validator=validator,
+        before_outbound=limits.check_outbound if limits is not None else None,
+        on_key_fetch=on_key_fetch,
+    )
+    app.extensions["mcp_keys"] = verifier.key_stores
+    authentication = BearerAuthentication(
+        verifier=verifier,
+        challenger=Challenger(
+            resource_metadata_url,
+            settings.scopes_supported,
+            bearer=settings.dpop != "required",
+            dpop_algorithms=dpop.algorithms,
+        ),
+        scopes=scopes,
+        resource_url=settings.resource_url,
+        dpop=dpop,
+        limits=limits,
+        caps=caps,
+        on_refusal=on_refusal,
+        trusted_proxies=settings.trusted_proxies,
+    )
     app.extensions[EXTENSION_KEY] = authentication
     app.before_request(authentication.authenticate)
+
+
+def token_verifier(
+    settings: Settings,
+    *,
+    dev_keys: dict[str, Any] | None = None,
+    validator: Callable[..., JWTAccessTokenValidator] = JWTAccessTokenValidator,
+    before_outbound: Callable[[], None] | None = None,
+    on_key_fetch: Callable[[], None] | None = None,
+) -> TokenVerifier:
+    """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
+
+    ``before_outbound`` runs before a call to an authorization server that a request's token causes (an
+    introspection, a key fetch for an unknown ``kid``) and may refuse it by raising.
+    """
+    validators, stores = [], []
+    for config in settings.issuers:
+        source: KeySource = StaticJWKS(dev_keys) if dev_keys is not None else RemoteJWKS(config.issuer, config.jwks_uri)
+        keys = KeyStore(
+            source,
+            ttl=settings.jwks_ttl,
+            refetch_cooldown=settings.jwks_refetch_cooldown,
+            on_fetch=on_key_fetch,
+            before_refetch=before_outbound,
+        )
+        stores.append(keys)
+        validators.append(
+            validator(
+                issuer=config.issuer,
+                audiences=config.audiences,
+                keys=keys,
+                profile=settings.token_profile,
+                leeway=settings.clock_leeway,
+                scope_claims=settings.scope_claims,
+            )
+        )
+    introspection = None
+    if settings.introspection_url:
+        assert settings.introspection_client_id and settings.introspection_client_secret
+        introspection = TokenIntrospection(
+            url=settings.introspection_url,
+            client_id=settings.introspection_client_id,
+            client_secret=settings.introspection_client_secret,
+            issuers=[config.issuer for config in settings.issuers],
+            audiences=sorted({a for config in settings.issuers for a in config.audiences}),
+            leeway=settings.clock_leeway,
+            scope_claims=settings.scope_claims,
+            retry_after=settings.jwks_refetch_cooldown,
+            before_call=before_outbound,
+        )
+    return TokenVerifier(validators, keys=stores, introspection=introspection)

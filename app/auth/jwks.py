@@ -42,7 +42,7 @@ from joserfc.jwk import Key
 from app.auth.challenges import KeysUnavailable
 from app.auth.outbound import close_quietly
 from app.auth.outbound import open_url
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from app.dev_issuer.public_fetch import FetchRefused
 from app.dev_issuer.public_fetch import PublicFetcher
 from app.dev_issuer.redirects import redirect_uri_problem
 from app.dev_issuer.storage import Storage
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 logger = logging.getLogger(__name__)
 

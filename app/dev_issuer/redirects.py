@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from app.settings import is_loopback_host
+from app.urls import is_loopback_host
 
 # Schemes a redirect must never use: they run code or read local data in the browser.
 FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "filesystem"})
