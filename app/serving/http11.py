@@ -253,6 +253,9 @@ class ClientConnection:
         self.last_active = time.monotonic()
         self.armed = False  # waiting in the worker's poller for its next request
         self.closing_until = 0.0  # half-closed: draining what the client still sends until then
+        # Who sent the last request (a hash of its Authorization header; 0 before the first): the worker's
+        # ready queue takes turns between callers by it (app.serving.fair_queue).
+        self.caller = 0
 
     # -- the connection's life
 
@@ -430,6 +433,7 @@ class ClientConnection:
         if built is None or built is INCOMPLETE:
             return built
         req, environ, body_end = built
+        self.caller = hash(environ.get("HTTP_AUTHORIZATION"))
         self.buffer = self.buffer[body_end:]
         self.requests += 1
         resp = CoalescingResponse(req, self.sock, self.cfg)

@@ -53,6 +53,7 @@ from gunicorn.workers import base
 
 from app import log_lines
 from app.serving import run_slot
+from app.serving.fair_queue import FairQueue
 from app.serving.http11 import ClientConnection
 from app.serving.http11 import Limits
 from app.serving.http11 import Outcome
@@ -67,6 +68,9 @@ STOP_KEEPALIVE_LINGER = 2.0
 DRAIN_POLL_INTERVAL = 0.05
 SWEEP_INTERVAL = 1.0
 ACCEPT_BURST = 64
+# Serving a backlog of ready connections, the poller is asked again at most this often, so that a request arriving
+# meanwhile joins the queue's turns; a queue served faster than this costs no extra poll.
+BACKLOG_POLL_INTERVAL = 0.002
 _READABLE = select.EPOLLIN | select.EPOLLONESHOT
 # How long a half-closed connection is drained before it is closed anyway (gunicorn's close_graceful).
 GRACEFUL_CLOSE_LINGER = 2.0
@@ -101,7 +105,8 @@ class ConnectionWorker(base.Worker):
         self.secure_scheme_headers: dict[str, str] = dict(self.cfg.secure_scheme_headers)
         self._forwarders = self.cfg.forwarded_allow_ips
         self._forwarder_networks = list(self.cfg.forwarded_allow_networks())
-        self._ready: deque[ClientConnection] = deque()  # readable, for the serving thread
+        # Readable, for the serving thread: round-robin between callers (app.serving.fair_queue).
+        self._ready: FairQueue[ClientConnection] = FairQueue()
         self._returned: deque[ClientConnection] = deque()  # finished outside the slot: back to the poller
         self._threads = 0
         self._sleeping = 0  # threads waiting for the slot
@@ -228,6 +233,7 @@ class ConnectionWorker(base.Worker):
         assert self._poller is not None
         poller = self._poller
         next_sweep = 0.0
+        last_poll = 0.0  # a thread that takes the slot over asks the poller before serving a backlog
         while self.slot.holds():
             if self._returned:
                 self._take_back()
@@ -235,6 +241,11 @@ class ConnectionWorker(base.Worker):
                 self._stopping = True
                 self._wind_down()
             if self._ready:
+                now = time.monotonic()
+                if now - last_poll >= BACKLOG_POLL_INTERVAL:
+                    # A backlog: what arrived meanwhile takes its turn among it (fair_queue), not after all of it.
+                    last_poll = now
+                    self._dispatch(poller.poll(0))
                 self._serve(self._ready.popleft())
                 continue
             now = time.monotonic()
@@ -247,16 +258,20 @@ class ConnectionWorker(base.Worker):
                 events = poller.poll(timeout)
             except InterruptedError:
                 continue
-            for fd, _ in events:
-                if fd == self._wake_read:
-                    self._drain(fd)
-                elif fd in self._listeners:
-                    self._accept(self._listeners[fd])
-                else:
-                    connection = self.connections.get(fd)
-                    if connection is not None and connection.armed:
-                        connection.armed = False
-                        self._ready.append(connection)
+            last_poll = time.monotonic()
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
+        for fd, _ in events:
+            if fd == self._wake_read:
+                self._drain(fd)
+            elif fd in self._listeners:
+                self._accept(self._listeners[fd])
+            else:
+                connection = self.connections.get(fd)
+                if connection is not None and connection.armed:
+                    connection.armed = False
+                    self._ready.append(connection, connection.caller)
 
     def _serve(self, connection: ClientConnection) -> None:
         if connection.closing_until:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
@@ -18,6 +19,9 @@ from app import stop_worker
 from app.auth.jwks import KeyFetchError
 from app.auth.jwks import RemoteJWKS
 from app.auth.jwks import fetch_json
+from app.auth.outbound import open_url
+from app.serving import run_slot
+from app.serving.run_slot import RunSlot
 from app.settings import Settings
 from tests.conftest import RESOURCE
 from tests.support.issuer import MockIssuer
@@ -164,3 +168,39 @@ class TestIntrospection:
         assert response.get_json()["error"] == "temporarily_unavailable"
         assert [path for _, path, _ in first.seen] == ["/introspect"]
         assert elsewhere.seen == []
+
+
+def test_the_wait_for_the_authorization_server_lets_another_thread_serve() -> None:
+    """A slow introspection or key fetch does not hold the worker: the run slot passes on while it waits."""
+    slot = RunSlot()
+    other_serving = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            # Answers only once another thread has taken the slot the request held when it called out.
+            served = other_serving.wait(5)
+            body = json.dumps({"other thread served": served}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    other = threading.Thread(target=lambda: (slot.take(), other_serving.set()), daemon=True)
+    run_slot.install(slot)
+    try:
+        slot.take()
+        other.start()
+        request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/introspect", data=b"token=x")
+        answer = json.loads(open_url(request, timeout=10, limit=1000))
+        assert answer == {"other thread served": True}
+        assert not slot.holds()  # the request went on outside the slot
+        other.join(5)
+    finally:
+        run_slot.install(None)
+        server.shutdown()
+        server.server_close()
