@@ -101,7 +101,7 @@ class BearerAuthentication:
         endpoint = req.endpoint
         if self._is_public(endpoint):
             return None
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()
         try:
             credentials = extract_credentials(environ.get("HTTP_AUTHORIZATION"), self.dpop.schemes)
             if credentials is None:
