@@ -32,10 +32,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import cast
 
+from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 
@@ -43,7 +46,6 @@ from app.auth.jwt_access_token import normalize_audience
 from app.dev_issuer.errors import InvalidDPoPProofError
 from app.dev_issuer.errors import InvalidTargetError
 from app.dev_issuer.models import AuthorizationCode
-from app.dev_issuer.models import Client
 from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.models import User
 from app.dev_issuer.models import digest
@@ -86,6 +88,7 @@ class ResourceIndicator:
 
     def requested(self, request: OAuth2Request) -> str:
         """The single resource the request names (absent: this server's), or ``invalid_target``."""
+        assert request.payload is not None  # set when authlib made the request
         values = request.payload.datalist.get("resource", [])
         if len(values) > 1:
             raise InvalidTargetError(f"Only one resource can be requested: {self.resource_url}")
@@ -106,12 +109,13 @@ class DPoPBinding:
     def validate_dpop_proof(self) -> str | None:
         """Check the request's DPoP proof; the thumbprint of its key, None when it carried none."""
         jkt = self.server.dpop_proof(self.request)
-        self.request.dpop_jkt = jkt  # type: ignore[attr-defined]
+        self.request.dpop_jkt = jkt  # type: ignore[attr-defined]  # ours, read back by generate_token
         return jkt
 
     def generate_token(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         binding = dpop_binding.set(getattr(self.request, "dpop_jkt", None))
         try:
+            # A mixin: the grant class after it in the MRO has generate_token, which authlib leaves untyped.
             return super().generate_token(*args, **kwargs)  # type: ignore[misc,no-any-return]
         finally:
             dpop_binding.reset(binding)
@@ -122,6 +126,7 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
     server: DevAuthorizationServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        assert request.payload is not None and request.client is not None and request.user is not None
         data = request.payload.data
         self.server.storage.add_code(
             AuthorizationCode(
@@ -137,7 +142,7 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
             )
         )
 
-    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+    def query_authorization_code(self, code: str, client: ClientMixin) -> AuthorizationCode | None:
         record = self.server.storage.code(digest(code))
         if record is None or record.client_id != client.get_client_id():
             return None
@@ -153,11 +158,12 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         # Claim the code before issuing anything: of two concurrent redemptions only one wins.
-        record: AuthorizationCode = self.request.authorization_code
+        # What query_authorization_code returned, which authlib's stub cannot know.
+        record = cast(AuthorizationCode, self.request.authorization_code)
         if not self.server.storage.claim_code(record.code_hash, int(time.time())):
             self._replayed(record)
             raise InvalidGrantError("The authorization code was already used")
-        return super().create_token_response()  # type: ignore[no-any-return]
+        return super().create_token_response()
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to delete: the code stays, marked used, so that a replay is recognised."""
@@ -181,7 +187,8 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
     server: DevAuthorizationServer
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+    # None (authlib's stub says a token) makes authlib answer invalid_grant.
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:  # type: ignore[override]
         record = self.server.storage.refresh_token(digest(refresh_token))
         if record is None or record.is_revoked():
             return None
@@ -194,7 +201,8 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
         super().validate_token_request()
         self.server.resource.requested(self.request)
         jkt = self.validate_dpop_proof()
-        bound: str | None = self.request.refresh_token.jkt
+        # What authenticate_refresh_token returned, which authlib's stub cannot know.
+        bound = cast(RefreshToken, self.request.refresh_token).jkt
         # RFC 9449 section 5: for a public client's bound refresh token, "the binding MUST be validated
         # when the refresh token is later presented to get new access tokens".
         if bound is not None and jkt is None:
@@ -203,16 +211,16 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
             raise InvalidGrantError("The refresh token is bound to another DPoP key")
 
     def create_token_response(self) -> tuple[int, Any, Any]:
-        record: RefreshToken = self.request.refresh_token
+        record = cast(RefreshToken, self.request.refresh_token)
         if not self.server.storage.claim_refresh_token(record.token_hash, int(time.time())):
             self._replayed(record)
             raise InvalidGrantError("The refresh token was already used")
-        return super().create_token_response()  # type: ignore[no-any-return]
+        return super().create_token_response()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User:
         return User(refresh_token.subject)
 
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+    def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
         """Already done: the token was claimed (marked spent) before the new one was issued."""
 
     def _replayed(self, record: RefreshToken) -> None:
