@@ -86,7 +86,7 @@ def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> 
         request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else _request_ids.next()
         response.headers.add(REQUEST_ID_HEADER, request_id)  # no view sets it: add, not a search-and-replace
         if enabled and req.endpoint == mcp_endpoint:
-            ctx = g._get_current_object()  # type: ignore[attr-defined]
+            ctx = g._get_current_object()
             head, tail = lines.line_around_duration(ctx, req, request_id, response.status_code)
             started = ctx.get("request_started") or time.perf_counter()
             # Written when the last byte has gone out, so that a stream is timed to its end.
@@ -113,14 +113,14 @@ class _SecondClock:
 _utc_timestamp = _SecondClock()
 # json.dumps with arguments builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring_ascii
 FRAGMENT_CACHE_SIZE = 1024
 
 
 def _json(value: object) -> str:
     """One value as ``json.dumps(value, separators=(",", ":"))`` writes it."""
     if value.__class__ is str:
-        return _quote(value)  # type: ignore[no-any-return]
+        return _quote(value)
     return "null" if value is None else _encode(value)
 
 

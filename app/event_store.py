@@ -59,6 +59,8 @@ from mcp.server.streamable_http import StreamId
 if TYPE_CHECKING:
     from mcp_types import JSONRPCMessage
     from redis.asyncio import Redis
+    from redis.typing import EncodableT
+    from redis.typing import FieldT
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +365,7 @@ class RedisEventStore(EventStore):
                     async with self.client.pipeline(transaction=False) as pipe:
                         for stream_id, position, message, stored in batch:
                             key = REDIS_KEY_PREFIX + stream_id
-                            fields = {"m": _encoded(message), "t": repr(stored)}
+                            fields: dict[FieldT, EncodableT] = {"m": _encoded(message), "t": repr(stored)}
                             pipe.xadd(key, fields, id=f"0-{position}", maxlen=self.max_events, approximate=False)
                             pipe.pexpire(key, int(self.max_age * 1000))
                         await pipe.execute()

@@ -160,7 +160,7 @@ class RequestMetrics:
     def labels(self, ctx: Any = None) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
         if ctx is None:
-            ctx = g._get_current_object()  # type: ignore[attr-defined]
+            ctx = g._get_current_object()
         if "principal" not in ctx:
             return NONE, NONE
         parsed = ctx.get("mcp_request")
@@ -181,7 +181,7 @@ class RequestMetrics:
     def finish(self, response: Response) -> Response:
         if request._get_current_object().endpoint != self._mcp_endpoint:  # type: ignore[attr-defined]
             return response
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()
         method, tool = self.labels(ctx)
         status = response.status_code
         child = self._requests.get((method, tool, status))
@@ -239,7 +239,7 @@ class MetricsEndpoint:
         if self._directory is not None:
             # A fresh registry per scrape, as prometheus_client's multiprocess docs require.
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self._directory)
+            MultiProcessCollector(registry, path=self._directory)  # type: ignore[no-untyped-call]  # unannotated
             data = generate_latest(registry)
         else:
             data = generate_latest(REGISTRY)
