@@ -23,15 +23,16 @@ import time
 from typing import Any
 
 from flask import Flask
+from flask import Request
 from flask import Response
-from flask import g
-from flask import request
 from flask.ctx import _AppCtxGlobals
 
+from app import request_end
 from app.auth.challenges import BearerError
 from app.auth.principal import Principal
 from app.log_lines import write_line
-from app.mcp_request import MCPRequest
+from app.mcp_calls import MCPRequest
+from app.request_end import Closer
 
 audit_logger = logging.getLogger("app.audit")
 
@@ -79,19 +80,18 @@ def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> 
     lines = AuditLines()
     app.app_ctx_globals_class = RequestGlobals
 
-    @app.after_request
-    def finish(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]
+    def finish(response: Response, req: Request, ctx: Any) -> Closer | None:
         offered = req.environ.get("HTTP_X_REQUEST_ID")
         request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else _request_ids.next()
         response.headers.add(REQUEST_ID_HEADER, request_id)  # no view sets it: add, not a search-and-replace
         if enabled and req.endpoint == mcp_endpoint:
-            ctx = g._get_current_object()
             head, tail = lines.line_around_duration(ctx, req, request_id, response.status_code)
             started = ctx.get("request_started") or time.perf_counter()
             # Written when the last byte has gone out, so that a stream is timed to its end.
-            response.call_on_close(lambda: _write(head, tail, started))
-        return response
+            return lambda: _write(head, tail, started)
+        return None
+
+    request_end.on_response(app, finish)
 
 
 class _SecondClock:

@@ -68,26 +68,29 @@ class ServerError(JSONError):
     error = "server_error"
 
 
-class TemporarilyUnavailable(JSONError):
-    """RFC 6749 section 4.1.2.1 ``temporarily_unavailable``: 503, with when to retry (RFC 9110 section 10.2.3)."""
-
-    status_code = 503
-    error = "temporarily_unavailable"
+class RetryLater(JSONError):
+    """A refusal that says when to try again: ``Retry-After`` (RFC 9110 section 10.2.3) before its other headers."""
 
     def __init__(self, description: str, *, retry_after: int, headers: Headers = ()) -> None:
         super().__init__(description, headers=[("Retry-After", str(retry_after)), *headers])
         self.retry_after = retry_after
 
 
-class TooManyRequests(JSONError):
-    """RFC 6585 section 4: 429, with ``Retry-After`` and the limit that was reached."""
+class TemporarilyUnavailable(RetryLater):
+    """RFC 6749 section 4.1.2.1 ``temporarily_unavailable``: 503, the server cannot answer now."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+
+
+class TooManyRequests(RetryLater):
+    """RFC 6585 section 4: 429, with the limit that was reached."""
 
     status_code = 429
     error = "too_many_requests"
 
     def __init__(self, description: str, *, retry_after: int, limit: int) -> None:
-        super().__init__(description, headers=[("Retry-After", str(retry_after)), ("X-RateLimit-Limit", str(limit))])
-        self.retry_after = retry_after
+        super().__init__(description, retry_after=retry_after, headers=[("X-RateLimit-Limit", str(limit))])
 
 
 class Forbidden(JSONError):
@@ -127,7 +130,6 @@ class MethodNotAllowed(JSONError):
 class InvalidClientMetadata(JSONError):
     """RFC 7591 section 3.2.2 ``invalid_client_metadata`` (400)."""
 
-    status_code = 400
     error = "invalid_client_metadata"
     fixed_headers = (("Cache-Control", "no-store"),)
 

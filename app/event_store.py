@@ -43,9 +43,11 @@ import itertools
 import logging
 import secrets
 import time
+from abc import abstractmethod
 from collections import OrderedDict
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,9 +83,34 @@ def split_event_id(event_id: str) -> tuple[str, str] | None:
     return (stream, position) if separator and stream and position else None
 
 
+def event_position(event_id: str) -> tuple[str, int] | None:
+    """The stream and position an event id names; None for one no store here could have made."""
+    parts = split_event_id(event_id)
+    if parts is None or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
 def _encoded(message: JSONRPCMessage | None) -> bytes:
     """A message as Redis keeps it; a priming event (no message) is empty."""
     return b"" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
+async def _send_fresh(
+    stream_id: str, events: Iterable[tuple[int, float, JSONRPCMessage | None]], oldest: float, send: EventCallback
+) -> int:
+    """Send, in order, each event stored since ``oldest``; returns how many the store still had.
+
+    A priming event (no message) counts as kept but is not sent: it only marks where the stream began.
+    """
+    kept = 0
+    for number, stored, message in events:
+        if message is None:
+            kept += 1
+        elif stored >= oldest:
+            kept += 1
+            await send(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+    return kept
 
 
 def _missing(stream_id: str, after: int, last: int, kept: int) -> None:
@@ -111,7 +138,21 @@ class _Stream:
     last: int = 0
 
 
-class MemoryEventStore(EventStore):
+class PositionedEventStore(EventStore):
+    """A store whose event ids are ``<stream>:<position>``: a replay starts by reading the two from the id."""
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        parts = event_position(last_event_id)
+        if parts is None:
+            return None
+        return await self.replay_after(*parts, send_callback)
+
+    @abstractmethod
+    async def replay_after(self, stream_id: str, position: int, send_callback: EventCallback) -> StreamId | None:
+        """Send the events of ``stream_id`` after ``position``; None when this store cannot have made that id."""
+
+
+class MemoryEventStore(PositionedEventStore):
     """Events in this process's memory: one bounded deque per stream, streams in least recently written order.
 
     Runs on the stateful event loop only, so it needs no lock.
@@ -157,24 +198,14 @@ class MemoryEventStore(EventStore):
             del self._streams[stream_id]
             self._total -= len(stream.events)
 
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        parts = split_event_id(last_event_id)
-        if parts is None or not parts[1].isdigit():
-            return None
-        stream_id, position = parts[0], int(parts[1])
+    async def replay_after(self, stream_id: str, position: int, send_callback: EventCallback) -> StreamId | None:
         stream = self._streams.get(stream_id)
         if stream is None or position > stream.last:
             return None
-        oldest = self._clock() - self.max_age
-        last, kept = stream.last, 0
-        for number, stored, message in list(stream.events):  # a copy: events may be added while we send
-            if number <= position or number > last:
-                continue
-            if message is None:
-                kept += 1
-            elif stored >= oldest:
-                kept += 1
-                await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        last = stream.last
+        # A copy: events may be added while we send.
+        after = [event for event in stream.events if position < event[0] <= last]
+        kept = await _send_fresh(stream_id, after, self._clock() - self.max_age, send_callback)
         _missing(stream_id, position, last, kept)
         return stream_id
 
@@ -231,7 +262,7 @@ class _Held:
         return {number: event for number, event in events.items() if number > position}
 
 
-class RedisEventStore(EventStore):
+class RedisEventStore(PositionedEventStore):
     """Events in Redis: one Redis stream per MCP stream, written behind the live events.
 
     An event's id is handed out at once (``<stream>:<n>``, ``n`` counted in this
@@ -386,11 +417,7 @@ class RedisEventStore(EventStore):
         async with self._progress:
             await self._progress.wait_for(lambda: self._done >= target)
 
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        parts = split_event_id(last_event_id)
-        if parts is None or not parts[1].isdigit():
-            return None
-        stream_id, position = parts[0], int(parts[1])
+    async def replay_after(self, stream_id: str, position: int, send_callback: EventCallback) -> StreamId | None:
         known = self._positions.get(stream_id)
         if known is not None and position > known[0]:
             return None
@@ -410,15 +437,8 @@ class RedisEventStore(EventStore):
                         data = fields.get(b"m")
                         message = types.jsonrpc_message_adapter.validate_json(data, by_name=False) if data else None
                         events[number] = (float(fields.get(b"t", b"0")), message)
-        oldest = self._clock() - self.max_age
-        kept = 0
-        for number in sorted(events):
-            stored, message = events[number]
-            if message is None:
-                kept += 1
-            elif stored >= oldest:
-                kept += 1
-                await send_callback(EventMessage(message, f"{stream_id}{SEPARATOR}{number}"))
+        in_order = [(number, *events[number]) for number in sorted(events)]
+        kept = await _send_fresh(stream_id, in_order, self._clock() - self.max_age, send_callback)
         if known is not None:
             _missing(stream_id, position, known[0], kept)
         return stream_id

@@ -1,61 +1,18 @@
-"""What an MCP POST asks for, read once from its JSON-RPC body.
+"""What this MCP POST asks for, read once from its JSON-RPC body.
 
 The authentication hook needs the called tool before the SDK runs (to answer
 403 with the scopes it requires); logging and metrics need the method and tool
-after. They all read the same parse, cached on ``flask.g``. The names come from
-the body itself, never from the ``Mcp-Method``/``Mcp-Name`` headers alone: the
-handshake era has no such headers, so trusting them would be a bypass. A body
-that does not parse yields no calls; the SDK answers it with its own error.
+after. They all read the same parse (:func:`app.mcp_calls.parse`), cached on
+``flask.g``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
 from flask import g
 from flask import request
 
-# The JSON-RPC param that names what a method acts on.
-TARGET_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-
-
-@dataclass(frozen=True)
-class MCPCall:
-    """One JSON-RPC message: its method and, for calls that name one, its target."""
-
-    method: str
-    target: str | None = None
-
-
-@dataclass(frozen=True)
-class MCPRequest:
-    calls: tuple[MCPCall, ...] = ()
-
-    @property
-    def method(self) -> str | None:
-        """The method of a single-message request (batches report none)."""
-        return self.calls[0].method if len(self.calls) == 1 else None
-
-    def targets(self, method: str) -> list[str]:
-        return [call.target for call in self.calls if call.method == method and call.target is not None]
-
-
-def parse(body: bytes) -> MCPRequest:
-    try:
-        message: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        return MCPRequest()
-    calls = []
-    for item in message if isinstance(message, list) else [message]:
-        if not isinstance(item, dict) or not isinstance(item.get("method"), str):
-            continue
-        method = item["method"]
-        params = item.get("params")
-        target = params.get(TARGET_PARAMS[method]) if method in TARGET_PARAMS and isinstance(params, dict) else None
-        calls.append(MCPCall(method, target if isinstance(target, str) else None))
-    return MCPRequest(tuple(calls))
+from app.mcp_calls import MCPRequest
+from app.mcp_calls import parse
 
 
 def current_mcp_request() -> MCPRequest:

@@ -197,36 +197,48 @@ class ScopedServer:
 
     def tool(self, *, scopes: Scopes = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.tool()``; ``scopes`` are all required to call the tool."""
-
-        def decorator(fn: F) -> F:
-            tool_name, required = name or fn.__name__, scope_set(scopes)
-            self._register("tool", tool_name, required, fn, self.mcp.tool(name=name, **options))
-            self.policy.require_for_tool(tool_name, required)
-            return fn
-
-        return decorator
+        return self._primitive("tool", name, scopes, self.mcp.tool(name=name, **options))
 
     def resource(self, uri: str, *, scopes: Scopes = (), **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.resource()``; ``scopes`` are all required to read it (templates included)."""
-
-        def decorator(fn: F) -> F:
-            required = scope_set(scopes)
-            self._register("resource", uri, required, fn, self.mcp.resource(uri, **options))
-            self.policy.require_for_resource(uri, required)
-            return fn
-
-        return decorator
+        return self._primitive("resource", uri, scopes, self.mcp.resource(uri, **options))
 
     def prompt(self, *, scopes: Scopes = (), name: str | None = None, **options: Any) -> Callable[[F], F]:
         """Like ``MCPServer.prompt()``; ``scopes`` are all required to get the prompt."""
+        return self._primitive("prompt", name, scopes, self.mcp.prompt(name=name, **options))
+
+    def _primitive(self, kind: Kind, name: str | None, scopes: Scopes, add: Callable[[F], Any]) -> Callable[[F], F]:
+        """The decorator behind :meth:`tool`, :meth:`resource` and :meth:`prompt` (``name`` None: the function's)."""
 
         def decorator(fn: F) -> F:
-            prompt_name, required = name or fn.__name__, scope_set(scopes)
-            self._register("prompt", prompt_name, required, fn, self.mcp.prompt(name=name, **options))
-            self.policy.require_for_prompt(prompt_name, required)
+            primitive_name, required = name or fn.__name__, scope_set(scopes)
+            self._register(kind, primitive_name, required, fn, add)
+            self._require(kind, primitive_name, required)
             return fn
 
         return decorator
+
+    def _require(self, kind: Kind, name: str, scopes: frozenset[str]) -> None:
+        if kind == "tool":
+            self.policy.require_for_tool(name, scopes)
+        elif kind == "prompt":
+            self.policy.require_for_prompt(name, scopes)
+        elif UriTemplate.is_template(name):
+            self.policy.require_for_template(name, _matcher(UriTemplate.parse(name)), scopes)
+        else:
+            self.policy.require_for_resource(name, scopes)
+
+
+def _matcher(template: UriTemplate) -> Callable[[str], bool]:
+    """Whether the SDK serves a URI by ``template`` (a URI it cannot even split matches nothing)."""
+
+    def matches(uri: str) -> bool:
+        try:
+            return template.match(uri) is not None
+        except ValueError:
+            return False
+
+    return matches
 
 
 def create_mcp_server(*, state_secret: str | None) -> MCPServer:

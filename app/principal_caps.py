@@ -47,11 +47,13 @@ from typing import Any
 from typing import cast
 
 from flask import Flask
+from flask import Request
 from flask import Response
-from flask import g
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from app import request_end
 from app.bridge.resumability import ResumableSessionManager
+from app.request_end import Closer
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from app.auth.principal import Principal
-    from app.mcp_request import MCPCall
+    from app.mcp_calls import MCPCall
 
 logger = logging.getLogger(__name__)
 
@@ -438,14 +440,11 @@ class PrincipalCaps:
             )
         return refusal(cap, limit)
 
-    def attach(self, response: Response) -> Response:
+    def attach(self, response: Response, req: Request, ctx: Any) -> Closer | None:
         """After the view: give the counts back once the WSGI server has closed the response."""
-        release = g._get_current_object().__dict__.pop(RELEASE_KEY, None)
-        if release is not None:
-            response.call_on_close(release)
-        return response
+        return ctx.__dict__.pop(RELEASE_KEY, None)  # type: ignore[no-any-return]
 
 
 def init_app(app: Flask, caps: PrincipalCaps) -> None:
     app.extensions["mcp_caps"] = caps
-    app.after_request(caps.attach)
+    request_end.on_response(app, caps.attach)

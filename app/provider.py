@@ -28,9 +28,9 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 
-from app.auth.principal import NoAuthenticatedCaller
 from app.auth.principal import Principal
-from app.auth.principal import current_principal
+from app.bridge.auth_context import NoAuthenticatedCaller
+from app.bridge.auth_context import current_principal
 from app.mcp_server import ScopedServer
 
 __all__ = [

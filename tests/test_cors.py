@@ -85,7 +85,7 @@ def test_a_request_without_origin_gets_what_flask_cors_would_give_it(issuer: Moc
     app = browser_app(issuer, tmp_path)
     token = Tokens(issuer, RESOURCE).mint("todo:read")
     hooks = app.after_request_funcs[None]
-    skipping = next(hook for hook in hooks if hook.__name__ == "cors_after_request")
+    skipping = next(hook for hook in hooks if getattr(hook, "__name__", None) == "cors_after_request")
     flask_cors_hook = skipping.__closure__[0].cell_contents  # type: ignore[index]
     assert flask_cors_hook.__module__ == "flask_cors.extension"
     for headers in ({}, {"Authorization": f"Bearer {token}"}):

@@ -114,3 +114,22 @@ def test_json_encoder_keeps_its_ascii_string_quoter() -> None:
     assert json.encoder.encode_basestring_ascii('a"\u00e9') == '"a\\"\\u00e9"', (
         "json: encoder.encode_basestring_ascii is gone or changed; app.audit quotes strings with it"
     )
+
+
+def test_prometheus_histogram_children_keep_their_buckets_and_sum() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Histogram
+
+    histogram = Histogram("internals_seconds", "internals", ["tool"], buckets=(0.1, 1.0), registry=CollectorRegistry())
+    child = histogram.labels("t")
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    assert bounds == [0.1, 1.0, float("inf")] and isinstance(buckets, list) and len(buckets) == 3, (
+        "prometheus_client: a Histogram child no longer keeps _upper_bounds and one _buckets value per bound; "
+        "app.metrics.Tallies adds a batch of observations to them: rewrite its flush against the new layout"
+    )
+    assert all(callable(getattr(value, "inc", None)) for value in [*buckets, total]), (
+        "prometheus_client: a Histogram child's _buckets or _sum values have no inc(); app.metrics.Tallies "
+        "writes batches of observations with it"
+    )

@@ -18,8 +18,12 @@ from flask import Flask
 from flask import jsonify
 from flask import request
 from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Histogram
 
 from app import create_app
+from app import metrics
 from app.auth import public
 from app.settings import Settings
 from app.settings import SettingsError
@@ -28,12 +32,15 @@ from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import call_tool
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
+from tests.support.load import wait_for
 
 METRICS_TOKEN = "metrics-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 PROMETHEUS_TEXT = "text/plain; version=1.0.0; charset=utf-8"
 
 
 def sample(name: str, **labels: str) -> float:
+    """The sample as a scrape of this process would see it: the counts kept in memory written first."""
+    metrics.tallies.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -124,6 +131,47 @@ class TestWhoMayScrape:
         )
         assert response.status_code == 200
         assert response.headers["Content-Type"] == PROMETHEUS_TEXT
+
+
+class TestTallies:
+    @pytest.fixture
+    def registry(self) -> CollectorRegistry:
+        """A registry of its own, so that these counts are the only ones."""
+        return CollectorRegistry()
+
+    def test_counts_and_observations_reach_the_values_as_one_at_a_time_would(self, registry: CollectorRegistry) -> None:
+        counter = Counter("tallied", "counted", ["kind"], registry=registry)
+        histogram = Histogram("tallied_seconds", "observed", ["tool"], buckets=(0.1, 1.0), registry=registry)
+        tallies = metrics.Tallies(interval=3600)
+        for _ in range(3):
+            tallies.count(counter.labels("a"))
+        tallies.count(counter.labels("b"))
+        for amount in (0.05, 0.1, 0.5, 1.0, 7.0):  # an amount equal to a bound belongs to that bound's bucket
+            tallies.observe(histogram.labels("t"), amount)
+        assert registry.get_sample_value("tallied_total", {"kind": "a"}) == 0
+
+        tallies.flush()
+        get = registry.get_sample_value
+        assert [get("tallied_total", {"kind": kind}) for kind in ("a", "b")] == [3, 1]
+        assert [get("tallied_seconds_bucket", {"tool": "t", "le": le}) for le in ("0.1", "1.0", "+Inf")] == [2, 4, 5]
+        assert get("tallied_seconds_count", {"tool": "t"}) == 5
+        assert get("tallied_seconds_sum", {"tool": "t"}) == pytest.approx(8.65)
+        tallies.flush()  # nothing new: nothing added twice
+        assert get("tallied_total", {"kind": "a"}) == 3
+
+    def test_a_thread_writes_them_without_a_scrape(self, registry: CollectorRegistry) -> None:
+        counter = Counter("tallied_later", "counted", registry=registry)
+        tallies = metrics.Tallies(interval=0.05)
+        tallies.count(counter)
+        assert wait_for(lambda: registry.get_sample_value("tallied_later_total") == 1, 10)
+
+    def test_a_scrape_includes_the_request_before_it(self, app: Flask, tokens: Tokens) -> None:
+        post(app, "tools/call", {"name": "greet_user", "arguments": {"name": "Ada"}}, token=tokens.mint())
+        before = sample("mcp_requests_total", method="tools/call", tool="greet_user", status="200")
+        post(app, "tools/call", {"name": "greet_user", "arguments": {"name": "Ada"}}, token=tokens.mint())
+        assert app.test_client().get("/metrics").status_code == 200
+        labels = {"method": "tools/call", "tool": "greet_user", "status": "200"}
+        assert REGISTRY.get_sample_value("mcp_requests_total", labels) == before + 1  # written by the scrape
 
 
 class TestCounters:

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeVar
 
@@ -25,7 +28,6 @@ from flask import Response
 from flask import current_app
 from flask import g
 from flask import request
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
 from app.auth.bearer import DPOP
 from app.auth.bearer import extract_credentials
@@ -38,17 +40,18 @@ from app.auth.dpop import ProtectedResourceDPoP
 from app.auth.principal import Principal
 from app.auth.scopes import ScopePolicy
 from app.auth.token_verification import TokenVerifier
-from app.bridge.auth_context import authenticated_user
 from app.mcp_request import current_mcp_request
-from app.principal_caps import PrincipalCaps
 from app.rate_limits import RateLimits
 from app.rate_limits import TooManyRefusals
+
+if TYPE_CHECKING:
+    # Only a type here: app.principal_caps counts the bridge's sessions, and auth must not load the bridge.
+    from app.principal_caps import PrincipalCaps
 
 logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "mcp_auth"
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
-SDK_USER_CACHE_SIZE = 4096
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -58,39 +61,29 @@ def public(view: F) -> F:
     return view
 
 
+@dataclass(kw_only=True, eq=False)
 class BearerAuthentication:
-    """The pieces the hook needs, built once per app."""
+    """The pieces the hook needs, built once per app.
 
-    def __init__(
-        self,
-        *,
-        verifier: TokenVerifier,
-        challenger: Challenger,
-        scopes: ScopePolicy,
-        resource_url: str,
-        dpop: ProtectedResourceDPoP | None = None,
-        limits: RateLimits | None = None,
-        caps: PrincipalCaps | None = None,
-        mcp_endpoint: str = "mcp",
-        on_refusal: Callable[[str], None] | None = None,
-        trusted_proxies: int = 0,
-    ) -> None:
-        """``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token``, or
-        ``VerifierUnavailable.reason``. ``dpop``: RFC 9449 at this resource (None: Bearer only). ``caps``: what
-        one caller may hold at once (:mod:`app.principal_caps`), counted once it is verified."""
-        self.on_refusal = on_refusal
-        self.verifier = verifier
-        self.challenger = challenger
-        self.scopes = scopes
-        self.resource_url = resource_url
-        self.limits = limits
-        self.caps = caps
-        self.mcp_endpoint = mcp_endpoint
-        self.trusted_proxies = trusted_proxies
-        self._proxy_warned = trusted_proxies > 0
-        self.dpop = dpop or ProtectedResourceDPoP()
+    ``on_refusal(reason)`` hears of every refusal (metrics): the error code, ``no_token``, or
+    ``VerifierUnavailable.reason``. ``dpop``: RFC 9449 at this resource (by default: Bearer only). ``caps``:
+    what one caller may hold at once (:mod:`app.principal_caps`), counted once it is verified.
+    """
+
+    verifier: TokenVerifier
+    challenger: Challenger
+    scopes: ScopePolicy
+    resource_url: str
+    dpop: ProtectedResourceDPoP = field(default_factory=ProtectedResourceDPoP)
+    limits: RateLimits | None = None
+    caps: PrincipalCaps | None = None
+    mcp_endpoint: str = "mcp"
+    on_refusal: Callable[[str], None] | None = None
+    trusted_proxies: int = 0
+
+    def __post_init__(self) -> None:
+        self._proxy_warned = self.trusted_proxies > 0
         self._public: dict[str | None, bool] = {}
-        self._sdk_users: dict[int, tuple[Principal, AuthenticatedUser]] = {}
 
     def authenticate(self) -> Response | None:
         # The request and g are looked up once: every access through Flask's proxies costs a context lookup.
@@ -116,7 +109,8 @@ class BearerAuthentication:
             if self.limits is not None and (too_many := self.limits.admit(principal)) is not None:
                 return too_many
             if endpoint == self.mcp_endpoint:
-                ctx.mcp_user = self._sdk_user(principal, token)
+                # For the bridge, which hands the caller to the SDK (app.bridge.auth_context).
+                ctx.access_token = token
                 self._check_scopes(principal)
                 # Last: a request refused above holds nothing.
                 if self.caps is not None and (over := self.caps.admit(ctx, principal, req.method, environ)):
@@ -166,18 +160,6 @@ class BearerAuthentication:
             view = current_app.view_functions.get(endpoint or "")
             public = self._public[endpoint] = view is not None and getattr(view, "_public", False)
         return public
-
-    def _sdk_user(self, principal: Principal, token: str) -> AuthenticatedUser:
-        """The SDK's view of the caller, built once per verified token (the verifier caches the principal)."""
-        cached = self._sdk_users.get(id(principal))
-        if cached is not None and cached[0] is principal:
-            return cached[1]
-        user = authenticated_user(principal.to_access_token(token, self.resource_url))
-        if len(self._sdk_users) >= SDK_USER_CACHE_SIZE:
-            self._sdk_users.clear()
-        # The principal is kept alive with its entry, so its id cannot be reused while the entry exists.
-        self._sdk_users[id(principal)] = (principal, user)
-        return user
 
     def _check_scopes(self, principal: Principal) -> None:
         required: set[str] = set()

@@ -56,10 +56,7 @@ class BearerError(JSONError):
 
 
 class MissingToken(BearerError):
-    """No credentials: RFC 6750 section 3.1 says the challenge SHOULD NOT carry an error code."""
-
-    status_code = 401
-    error = None
+    """No credentials: RFC 6750 section 3.1 says the challenge SHOULD NOT carry an error code (401, ``error`` None)."""
 
 
 class InvalidRequest(BearerError):
@@ -72,7 +69,6 @@ class InvalidRequest(BearerError):
 class InvalidToken(BearerError):
     """RFC 6750 section 3.1 ``invalid_token``: expired, revoked, malformed or not ours."""
 
-    status_code = 401
     error = "invalid_token"
 
 
@@ -83,20 +79,22 @@ class InsufficientScope(BearerError):
     error = "insufficient_scope"
 
 
-class InvalidDPoPProof(BearerError):
+class DPoPProofError(BearerError):
+    """RFC 9449: an error about the DPoP proof, not the token (401); only the DPoP challenge names it."""
+
+    proof_error = True
+
+
+class InvalidDPoPProof(DPoPProofError):
     """RFC 9449 section 7.1 ``invalid_dpop_proof``: the DPoP proof fails a check of section 4.3."""
 
-    status_code = 401
     error = "invalid_dpop_proof"
-    proof_error = True
 
 
-class UseDPoPNonce(BearerError):
+class UseDPoPNonce(DPoPProofError):
     """RFC 9449 section 9 ``use_dpop_nonce``: 401 with the nonce the next proof must carry."""
 
-    status_code = 401
     error = "use_dpop_nonce"
-    proof_error = True
 
     def __init__(self, description: str, *, nonce: str) -> None:
         super().__init__(description, headers=[("DPoP-Nonce", nonce)])

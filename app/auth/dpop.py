@@ -273,6 +273,17 @@ class Nonces:
         return age if -5 <= age <= self.lifetime else None
 
 
+def _json_object(segment: str) -> dict[str, Any]:
+    """A proof's header or payload: base64url-encoded JSON that must be an object."""
+    try:
+        value = json_b64decode(segment.encode())
+    except (ValueError, TypeError):
+        raise ProofError(MALFORMED) from None
+    if not isinstance(value, dict):
+        raise ProofError(MALFORMED)
+    return value
+
+
 @dataclass(frozen=True)
 class Proof:
     """A proof that passed every check: the thumbprint of its key, and a fresh nonce to hand out, if due."""
@@ -283,6 +294,8 @@ class Proof:
 
 @dataclass(frozen=True)
 class _ProofKey:
+    """What a proof's protected header yields once checked: remembered by the header's exact bytes."""
+
     alg: JWSAlgModel
     key: Key
     jkt: str
@@ -355,12 +368,7 @@ class ProofVerifier:
         if not valid:
             raise ProofError("The DPoP proof signature is invalid")
 
-        try:
-            claims = json_b64decode(payload_segment.encode())
-        except (ValueError, TypeError):
-            raise ProofError(MALFORMED) from None
-        if not isinstance(claims, dict):
-            raise ProofError(MALFORMED)
+        claims = _json_object(payload_segment)
         # Check 3: "All required claims per Section 4.2 are contained in the JWT."
         for name in ("jti", "htm", "htu", "iat"):
             if name not in claims:
@@ -414,12 +422,7 @@ class ProofVerifier:
 
     def _proof_key(self, header_segment: str) -> _ProofKey:
         """Check a proof's protected header and import its key; remembered by the header's exact bytes."""
-        try:
-            header = json_b64decode(header_segment.encode())
-        except (ValueError, TypeError):
-            raise ProofError(MALFORMED) from None
-        if not isinstance(header, dict):
-            raise ProofError(MALFORMED)
+        header = _json_object(header_segment)
         # Check 4: "The typ JOSE Header Parameter has the value dpop+jwt." (a media type: any case)
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() != "dpop+jwt":

@@ -1,20 +1,15 @@
 """Who is calling: the verified token's subject, client and grants, for tools to read.
 
-The same object reaches tools through the SDK's own auth context
-(``mcp.server.auth.middleware.auth_context.get_access_token``), so
-:func:`current_principal` works in sync and async tools, in both protocol eras.
+Plain data, with nothing of the SDK: the bridge hands it to the SDK's own auth
+context, and :func:`app.bridge.auth_context.current_principal` reads it back in
+sync and async tools, in both protocol eras.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import replace
 from typing import Any
-
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
 
 from app.auth.dpop import confirmed_key
 
@@ -87,33 +82,3 @@ class Principal:
             "org_id": self.org_id,
             "expires_at": self.expires_at,
         }
-
-    def to_access_token(self, token: str, resource: str) -> AccessToken:
-        """The SDK's view of this caller, which binds sessions and request state to it.
-
-        The raw token is not handed to tool code (MCP security best practices:
-        no token passthrough); ``token`` carries its SHA-256 fingerprint instead.
-        """
-        return AccessToken(
-            token="sha256:" + hashlib.sha256(token.encode()).hexdigest(),
-            client_id=self.client_id or "",
-            scopes=list(self.scopes),
-            expires_at=self.expires_at,
-            resource=resource,
-            subject=self.sub,
-            claims=dict(self.claims),
-        )
-
-
-class NoAuthenticatedCaller(RuntimeError):
-    """A tool asked for the caller outside an authenticated request."""
-
-
-def current_principal() -> Principal:
-    """The authenticated caller of the current MCP request."""
-    access_token = get_access_token()
-    if access_token is None or not access_token.claims:
-        raise NoAuthenticatedCaller("no authenticated caller in this context")
-    principal = Principal.from_claims(access_token.claims)
-    # The scopes and client as the verifier mapped them (MCP_SCOPE_CLAIMS may name other claims).
-    return replace(principal, scopes=tuple(access_token.scopes), client_id=access_token.client_id or None)

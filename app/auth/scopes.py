@@ -8,12 +8,11 @@ challenge".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 
-from mcp.shared.uri_template import UriTemplate
-
-from app.mcp_request import MCPCall
+from app.mcp_calls import MCPCall
 
 
 class ScopePolicy:
@@ -24,7 +23,7 @@ class ScopePolicy:
         self._tools: dict[str, frozenset[str]] = {}
         self._prompts: dict[str, frozenset[str]] = {}
         self._resources: dict[str, frozenset[str]] = {}
-        self._templates: list[tuple[str, UriTemplate, frozenset[str]]] = []
+        self._templates: list[tuple[str, Callable[[str], bool], frozenset[str]]] = []
         self._descriptions: dict[str, str] = {}
 
     def require_for_tool(self, name: str, scopes: Iterable[str]) -> None:
@@ -34,11 +33,12 @@ class ScopePolicy:
         self._prompts[name] = frozenset(scopes)
 
     def require_for_resource(self, uri: str, scopes: Iterable[str]) -> None:
-        """A resource URI, or an RFC 6570 template such as ``note://{id}``."""
-        if UriTemplate.is_template(uri):
-            self._templates.append((uri, UriTemplate.parse(uri), frozenset(scopes)))
-        else:
-            self._resources[uri] = frozenset(scopes)
+        """A concrete resource URI."""
+        self._resources[uri] = frozenset(scopes)
+
+    def require_for_template(self, template: str, matches: Callable[[str], bool], scopes: Iterable[str]) -> None:
+        """An RFC 6570 template such as ``note://{id}``; ``matches(uri)`` says whether the SDK serves ``uri`` by it."""
+        self._templates.append((template, matches, frozenset(scopes)))
 
     def imply(self, broad: str, narrow: Iterable[str]) -> None:
         """A token granted ``broad`` may also do what each of ``narrow`` allows (added to what is declared)."""
@@ -83,12 +83,8 @@ class ScopePolicy:
         """The scopes of the resource the SDK would serve for ``uri``: a concrete one first, then templates in order."""
         if uri in self._resources:
             return self._resources[uri]
-        for _, template, scopes in self._templates:
-            try:
-                matched = template.match(uri)
-            except ValueError:
-                matched = None
-            if matched is not None:
+        for _, matches, scopes in self._templates:
+            if matches(uri):
                 return scopes
         return frozenset()
 

@@ -46,6 +46,7 @@ from app.bridge.asgi_to_wsgi import StreamingBody
 from app.bridge.asgi_to_wsgi import ThreadedExchange
 from app.bridge.asgi_to_wsgi import asgi_scope
 from app.bridge.asgi_to_wsgi import client_socket
+from app.bridge.auth_context import SDKUsers
 from app.bridge.auth_context import handler_context
 from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
@@ -104,6 +105,7 @@ class MCPBridge:
         self.server = server
         self.answered_at_once = dict(answered_at_once or {})
         self.endpoint_path = settings.endpoint_path
+        self.sdk_users = SDKUsers(settings.resource_url)
         self.stateful = settings.stateful
         # Stateful: a standalone GET stream is ended (cleanly; the client reconnects) after this many seconds.
         self.stream_lifetime = settings.stream_lifetime if settings.stateful else None
@@ -208,7 +210,9 @@ class MCPBridge:
             # Streamable HTTP allows 405 for both.
             return MethodNotAllowed("This server is stateless: send every message as a POST", allow=["POST"]).response()
         body = request.get_data(cache=True) if request.method == "POST" else b""
-        user = g.get("mcp_user")
+        # The authentication hook has verified the caller of every request that reaches the endpoint.
+        principal, token = g.get("principal"), g.get("access_token")
+        user = self.sdk_users.user(principal, token) if principal is not None and token is not None else None
         scope = asgi_scope(request.environ, self.endpoint_path, {"user": user} if user is not None else None)
         exchange = self._exchange(scope, body, user)
         try:

@@ -19,7 +19,7 @@ require on top of Authlib 1.9.9's defaults:
   and revokes its whole family, access tokens included (OAuth 2.1 section
   4.3.1, RFC 9700 section 4.14.2). A revoked access token is refused at the
   MCP endpoint from then on (:mod:`.revocation`).
-* RFC 9449 DPoP (:class:`DPoPBinding`): a token request with a valid proof
+* RFC 9449 DPoP (:class:`TokenEndpointGrant`): a token request with a valid proof
   gets an access token bound to the proof's key, and a public client's refresh
   token is bound to it too; a bound refresh token is refused without a proof
   made with the same key. The proof is checked before a code or refresh token
@@ -32,6 +32,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import ClassVar
+from typing import TypeVar
 from typing import cast
 
 from authlib.oauth2.rfc6749 import ClientMixin
@@ -58,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 CODE_LIFETIME = 60
 REFRESH_TOKEN_LIFETIME = 7 * 24 * 3600
+R = TypeVar("R", AuthorizationCode, RefreshToken)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -100,17 +103,21 @@ class ResourceIndicator:
         self.requested(grant.request)
 
 
-class DPoPBinding:
-    """RFC 9449 section 5 for a grant at the token endpoint; mixed in before Authlib's grant class."""
+class TokenEndpointGrant:
+    """What every grant here checks at the token endpoint beyond Authlib's; mixed in before Authlib's grant class.
+
+    The RFC 8707 resource, then the RFC 9449 section 5 proof: a valid one binds the
+    access token to the proof's key. Both before a code or refresh token is spent.
+    """
 
     server: DevAuthorizationServer
     request: OAuth2Request
 
-    def validate_dpop_proof(self) -> str | None:
-        """Check the request's DPoP proof; the thumbprint of its key, None when it carried none."""
-        jkt = self.server.dpop_proof(self.request)
-        self.request.dpop_jkt = jkt  # type: ignore[attr-defined]  # ours, read back by generate_token
-        return jkt
+    def validate_token_request(self) -> None:
+        super().validate_token_request()  # type: ignore[misc]
+        self.server.resource.requested(self.request)
+        # The thumbprint of the proof's key, None when the request carried no proof.
+        self.request.dpop_jkt = self.server.dpop_proof(self.request)  # type: ignore[attr-defined]
 
     def generate_token(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         binding = dpop_binding.set(getattr(self.request, "dpop_jkt", None))
@@ -121,14 +128,52 @@ class DPoPBinding:
             dpop_binding.reset(binding)
 
 
-class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
+class SingleUse:
+    """A credential redeemed once (a code, a refresh token): presented again, it is refused and its grant revoked.
+
+    RFC 6749 section 4.1.2 for codes, OAuth 2.1 section 4.3.1 and RFC 9700 section 4.14.2 for refresh tokens.
+    """
+
+    server: DevAuthorizationServer
+    #: What the refusal and the log line call the credential.
+    credential: ClassVar[str]
+
+    def usable(self, record: R | None) -> R | None:
+        """The stored record if it may be redeemed; a spent one is a replay."""
+        if record is None:
+            return None
+        if record.used_at is not None:
+            self.replayed(record)
+            return None
+        return None if record.is_expired() else record
+
+    def claim(self, record: AuthorizationCode | RefreshToken) -> None:
+        """Claimed before anything is issued: of two concurrent redemptions only one wins."""
+        if not self.server.storage.claim(record, int(time.time())):
+            self.replayed(record)
+            raise InvalidGrantError(f"The {self.credential} was already used")
+
+    def replayed(self, record: AuthorizationCode | RefreshToken) -> None:
+        revoked = self.server.revoke_family(record.family)
+        logger.warning(
+            "%s presented again by client_id=%r sub=%r: refused, its grant revoked "
+            "(its access tokens and %d refresh token(s))",
+            self.credential,
+            record.client_id,
+            record.subject,
+            revoked,
+        )
+
+
+class AuthorizationCodeGrant(SingleUse, TokenEndpointGrant, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    credential = "authorization code"
     server: DevAuthorizationServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         assert request.payload is not None and request.client is not None and request.user is not None
         data = request.payload.data
-        self.server.storage.add_code(
+        self.server.storage.add(
             AuthorizationCode(
                 code_hash=digest(code),
                 client_id=request.client.get_client_id(),
@@ -139,30 +184,18 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
                 expires_at=int(time.time()) + CODE_LIFETIME,
-            )
+            ),
+            int(time.time()),
         )
 
     def query_authorization_code(self, code: str, client: ClientMixin) -> AuthorizationCode | None:
-        record = self.server.storage.code(digest(code))
-        if record is None or record.client_id != client.get_client_id():
-            return None
-        if record.used_at is not None:
-            self._replayed(record)
-            return None
-        return None if record.is_expired() else record
-
-    def validate_token_request(self) -> None:
-        super().validate_token_request()
-        self.server.resource.requested(self.request)
-        self.validate_dpop_proof()
+        record = self.server.storage.find(AuthorizationCode, digest(code))
+        return self.usable(record if record is not None and record.client_id == client.get_client_id() else None)
 
     def create_token_response(self) -> tuple[int, Any, Any]:
-        # Claim the code before issuing anything: of two concurrent redemptions only one wins.
         # What query_authorization_code returned, which authlib's stub cannot know.
         record = cast(AuthorizationCode, self.request.authorization_code)
-        if not self.server.storage.claim_code(record.code_hash, int(time.time())):
-            self._replayed(record)
-            raise InvalidGrantError("The authorization code was already used")
+        self.claim(record)
         return super().create_token_response()
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -171,36 +204,21 @@ class AuthorizationCodeGrant(DPoPBinding, grants.AuthorizationCodeGrant):
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User:
         return User(authorization_code.subject)
 
-    def _replayed(self, record: AuthorizationCode) -> None:
-        revoked = self.server.revoke_family(record.family)
-        logger.warning(
-            "authorization code presented again by client_id=%r sub=%r: refused, its grant revoked "
-            "(its access tokens and %d refresh token(s))",
-            record.client_id,
-            record.subject,
-            revoked,
-        )
 
-
-class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
+class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
+    credential = "refresh token"
     server: DevAuthorizationServer
 
     # None (authlib's stub says a token) makes authlib answer invalid_grant.
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:  # type: ignore[override]
-        record = self.server.storage.refresh_token(digest(refresh_token))
-        if record is None or record.is_revoked():
-            return None
-        if record.used_at is not None:
-            self._replayed(record)
-            return None
-        return None if record.is_expired() else record
+        record = self.server.storage.find(RefreshToken, digest(refresh_token))
+        return self.usable(record if record is not None and not record.is_revoked() else None)
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        self.server.resource.requested(self.request)
-        jkt = self.validate_dpop_proof()
+        jkt: str | None = self.request.dpop_jkt  # type: ignore[attr-defined]
         # What authenticate_refresh_token returned, which authlib's stub cannot know.
         bound = cast(RefreshToken, self.request.refresh_token).jkt
         # RFC 9449 section 5: for a public client's bound refresh token, "the binding MUST be validated
@@ -212,9 +230,7 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
 
     def create_token_response(self) -> tuple[int, Any, Any]:
         record = cast(RefreshToken, self.request.refresh_token)
-        if not self.server.storage.claim_refresh_token(record.token_hash, int(time.time())):
-            self._replayed(record)
-            raise InvalidGrantError("The refresh token was already used")
+        self.claim(record)
         return super().create_token_response()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User:
@@ -223,24 +239,9 @@ class RefreshTokenGrant(DPoPBinding, grants.RefreshTokenGrant):
     def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
         """Already done: the token was claimed (marked spent) before the new one was issued."""
 
-    def _replayed(self, record: RefreshToken) -> None:
-        revoked = self.server.revoke_family(record.family)
-        logger.warning(
-            "refresh token reused by client_id=%r sub=%r: refused, its grant revoked "
-            "(its access tokens and %d live refresh token(s))",
-            record.client_id,
-            record.subject,
-            revoked,
-        )
 
-
-class ClientCredentialsGrant(DPoPBinding, grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(TokenEndpointGrant, grants.ClientCredentialsGrant):
     """For confidential clients acting on their own behalf; the token's ``sub`` is the client_id."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
     server: DevAuthorizationServer
-
-    def validate_token_request(self) -> None:
-        super().validate_token_request()
-        self.server.resource.requested(self.request)
-        self.validate_dpop_proof()

@@ -149,7 +149,7 @@ class TokenRevocationEndpoint(RevocationEndpoint):
         return IssuedAccessToken(jti, client_id, int(exp) if isinstance(exp, int) else int(time.time()))
 
     def _refresh_token(self, token: str) -> RefreshToken | None:
-        return self.server.storage.refresh_token(digest(token))
+        return self.server.storage.find(RefreshToken, digest(token))
 
     def revoke_token(self, token: Any, request: Any) -> None:
         storage, now = self.server.storage, int(time.time())

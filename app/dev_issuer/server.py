@@ -168,7 +168,7 @@ class DevAuthorizationServer(AuthorizationServer):
             # RFC 9449 section 5: refresh tokens of public clients are bound to the DPoP key;
             # confidential clients' are already bound to their credentials.
             public = client.token_endpoint_auth_method == PUBLIC_CLIENT
-            self.storage.add_refresh_token(
+            self.storage.add(
                 RefreshToken(
                     token_hash=digest(refresh_token),
                     family=parent.family,
@@ -179,7 +179,8 @@ class DevAuthorizationServer(AuthorizationServer):
                     expires_at=now + REFRESH_TOKEN_LIFETIME,
                     issued_at=now,
                     jkt=jkt if public else None,
-                )
+                ),
+                now,
             )
         logger.info(
             "issued a%s access token%s for %s: client_id=%r sub=%r scope=%r",

@@ -16,8 +16,10 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from contextlib import closing
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 from app.dev_issuer.models import AuthorizationCode
 from app.dev_issuer.models import Client
@@ -83,13 +85,16 @@ CREATE INDEX IF NOT EXISTS access_tokens_family ON access_tokens (family);
 # Columns added since the first release, for instance folders made before them.
 MIGRATIONS = {("refresh_tokens", "jkt"): "ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT"}
 
-_CODE_COLUMNS = (
-    "code_hash, client_id, subject, scope, redirect_uri, resource, code_challenge, code_challenge_method, "
-    "expires_at, used_at"
-)
-_REFRESH_COLUMNS = (
-    "token_hash, family, client_id, subject, scope, resource, expires_at, used_at, revoked_at, issued_at, jkt"
-)
+# The single-use records: each a dataclass whose fields are its table's columns, in order, its key first.
+Record = TypeVar("Record", AuthorizationCode, RefreshToken)
+TABLES: dict[type[AuthorizationCode | RefreshToken], str] = {
+    AuthorizationCode: "authorization_codes",
+    RefreshToken: "refresh_tokens",
+}
+
+
+def _columns(model: type[AuthorizationCode | RefreshToken]) -> list[str]:
+    return [column.name for column in fields(model)]
 
 
 # Workers starting together on a new file all switch it to WAL at once; SQLite refuses one of them at once
@@ -161,80 +166,35 @@ class Storage:
                 (url, json.dumps(dict(document)), fetched_at),
             )
 
-    # Authorization codes
+    # Authorization codes and refresh tokens: single-use records, one row each, found by its hash
 
-    def add_code(self, code: AuthorizationCode) -> None:
-        now = int(time.time())
+    def add(self, record: AuthorizationCode | RefreshToken, now: int) -> None:
+        """Store a new record, first dropping those of its kind expired longer than KEEP_AFTER_EXPIRY ago."""
+        table, columns = TABLES[type(record)], _columns(type(record))
         with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM authorization_codes WHERE expires_at < ?", (now - KEEP_AFTER_EXPIRY,))
+            db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now - KEEP_AFTER_EXPIRY,))  # noqa: S608
             db.execute(
-                f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (
-                    code.code_hash,
-                    code.client_id,
-                    code.subject,
-                    code.scope,
-                    code.redirect_uri,
-                    code.resource,
-                    code.code_challenge,
-                    code.code_challenge_method,
-                    code.expires_at,
-                    code.used_at,
-                ),
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
+                [getattr(record, column) for column in columns],
             )
 
-    def code(self, code_hash: str) -> AuthorizationCode | None:
+    def find(self, model: type[Record], key: str) -> Record | None:
+        columns = _columns(model)
         with closing(self._connect()) as db:
             row = db.execute(
-                f"SELECT {_CODE_COLUMNS} FROM authorization_codes WHERE code_hash = ?",  # noqa: S608
-                (code_hash,),
+                f"SELECT {', '.join(columns)} FROM {TABLES[model]} WHERE {columns[0]} = ?",  # noqa: S608
+                (key,),
             ).fetchone()
-        return AuthorizationCode(*row) if row is not None else None
+        return model(*row) if row is not None else None
 
-    def claim_code(self, code_hash: str, now: int) -> bool:
-        """Mark the code used; False when it already was (a second redemption, perhaps concurrent)."""
+    def claim(self, record: AuthorizationCode | RefreshToken, now: int) -> bool:
+        """Mark the record used; False when it already was (a second redemption, perhaps concurrent) or is revoked."""
+        columns = _columns(type(record))
+        unrevoked = " AND revoked_at IS NULL" if "revoked_at" in columns else ""
         with closing(self._connect()) as db, db:
             cursor = db.execute(
-                "UPDATE authorization_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL", (now, code_hash)
-            )
-        return cursor.rowcount == 1
-
-    # Refresh tokens
-
-    def add_refresh_token(self, token: RefreshToken) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (token.issued_at - KEEP_AFTER_EXPIRY,))
-            db.execute(
-                f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (
-                    token.token_hash,
-                    token.family,
-                    token.client_id,
-                    token.subject,
-                    token.scope,
-                    token.resource,
-                    token.expires_at,
-                    token.used_at,
-                    token.revoked_at,
-                    token.issued_at,
-                    token.jkt,
-                ),
-            )
-
-    def refresh_token(self, token_hash: str) -> RefreshToken | None:
-        with closing(self._connect()) as db:
-            row = db.execute(
-                f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = ?",  # noqa: S608
-                (token_hash,),
-            ).fetchone()
-        return RefreshToken(*row) if row is not None else None
-
-    def claim_refresh_token(self, token_hash: str, now: int) -> bool:
-        """Mark the token spent by a rotation; False when it already was, or was revoked."""
-        with closing(self._connect()) as db, db:
-            cursor = db.execute(
-                "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL",
-                (now, token_hash),
+                f"UPDATE {TABLES[type(record)]} SET used_at = ? WHERE {columns[0]} = ? AND used_at IS NULL{unrevoked}",  # noqa: S608
+                (now, getattr(record, columns[0])),
             )
         return cursor.rowcount == 1
 

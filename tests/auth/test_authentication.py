@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -18,6 +21,7 @@ from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.jsonrpc import result_of
 
+ROOT = Path(__file__).resolve().parents[2]
 METADATA = "http://localhost/.well-known/oauth-protected-resource/mcp"
 LIST_TOOLS = json.dumps(request_body("tools/list"))
 
@@ -304,3 +308,32 @@ class TestResourcesAndPrompts:
             "/mcp", headers=request_headers("prompts/list", token=token), json=request_body("prompts/list")
         )
         assert [p["name"] for p in prompts.get_json()["result"]["prompts"]] == ["plan_my_day"]
+
+
+class TestImportBoundary:
+    def test_the_auth_package_loads_no_bridge_and_no_sdk_transport(self) -> None:
+        """app.auth alone, in a fresh interpreter: the bridge may import auth, never the other way.
+
+        The ``app`` package itself is stood in for by an empty one, since ``app/__init__.py`` (the factory)
+        imports every part, the bridge included; what is measured is what ``app.auth`` pulls in. Importing
+        any ``mcp`` module would run the SDK's package ``__init__``, which loads its whole transport.
+        """
+        probe = (
+            "import json, sys, types\n"
+            "package = types.ModuleType('app')\n"
+            f"package.__path__ = [{str(ROOT / 'app')!r}]\n"
+            "sys.modules['app'] = package\n"
+            "import app.auth\n"
+            "names = ['app.auth', 'app.bridge', 'mcp', 'mcp.server.streamable_http', 'sse_starlette', 'anyio']\n"
+            "print(json.dumps({name: name in sys.modules for name in names}))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert json.loads(result.stdout) == {
+            "app.auth": True,
+            "app.bridge": False,
+            "mcp": False,
+            "mcp.server.streamable_http": False,
+            "sse_starlette": False,
+            "anyio": False,
+        }

@@ -1,21 +1,14 @@
-"""The caller as the verified token describes it, and how it reaches tool code."""
+"""The caller as the verified token describes it."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
-from mcp.server.auth.provider import AccessToken
 
-from app.auth.principal import NoAuthenticatedCaller
 from app.auth.principal import Principal
-from app.auth.principal import current_principal
-from app.bridge.auth_context import authenticated_user
-from app.bridge.auth_context import handler_context
 
 ISSUER = "https://login.example.com"
-TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -130,43 +123,3 @@ class TestFromClaims:
             "org_id": "org-2",
             "expires_at": 1_800_000_600,
         }
-
-
-class TestToAccessToken:
-    def test_fingerprint_instead_of_the_raw_token(self) -> None:
-        source = claims(client_id="cli", scope="todo:read")
-        access_token = Principal.from_claims(source).to_access_token(TOKEN, "https://mcp.example.com/mcp")
-        assert access_token == AccessToken(
-            token="sha256:" + hashlib.sha256(TOKEN.encode()).hexdigest(),
-            client_id="cli",
-            scopes=["todo:read"],
-            expires_at=1_800_000_600,
-            resource="https://mcp.example.com/mcp",
-            subject="alice",
-            claims=source,
-        )
-        assert TOKEN not in access_token.model_dump_json()
-
-    def test_no_client_id_becomes_an_empty_string(self) -> None:
-        access_token = Principal.from_claims(claims()).to_access_token(TOKEN, "https://mcp.example.com/mcp")
-        assert access_token.client_id == ""
-
-
-class TestCurrentPrincipal:
-    def test_outside_a_request(self) -> None:
-        with pytest.raises(NoAuthenticatedCaller, match=r"^no authenticated caller in this context$"):
-            current_principal()
-
-    def test_inside_the_handler_context(self) -> None:
-        principal = Principal.from_claims(claims(client_id="cli", scope="todo:read"))
-        user = authenticated_user(principal.to_access_token(TOKEN, "https://mcp.example.com/mcp"))
-        assert handler_context(user).run(current_principal) == principal
-
-    def test_handler_context_without_a_user(self) -> None:
-        with pytest.raises(NoAuthenticatedCaller, match=r"^no authenticated caller in this context$"):
-            handler_context(None).run(current_principal)
-
-    def test_access_token_without_claims(self) -> None:
-        user = authenticated_user(AccessToken(token="t", client_id="c", scopes=[]))
-        with pytest.raises(NoAuthenticatedCaller, match=r"^no authenticated caller in this context$"):
-            handler_context(user).run(current_principal)

@@ -93,12 +93,12 @@ class TestToolRequirements:
 
 class TestResourceAndPromptRequirements:
     def test_concrete_uri_then_templates_in_order(self) -> None:
-        from app.mcp_request import MCPCall
+        from app.mcp_calls import MCPCall
 
         policy = ScopePolicy()
-        policy.require_for_resource("todo://{id}", ["todo:read"])
+        policy.require_for_template("todo://{id}", lambda uri: uri.startswith("todo://"), ["todo:read"])
         policy.require_for_resource("todo://all", ["todo:admin"])
-        policy.require_for_resource("note://{folder}/{name}", ["notes:read"])
+        policy.require_for_template("note://{folder}/{name}", lambda uri: uri.count("/") == 3, ["notes:read"])
         policy.require_for_prompt("plan", ["todo:read"])
         assert policy.required_for(MCPCall("resources/read", "todo://all")) == {"todo:admin"}
         assert policy.required_for(MCPCall("resources/read", "todo://7")) == {"todo:read"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,16 @@ def app_env(issuer: MockIssuer, resource_url: str, folder: Path, **extra: str) -
         "MCP_RATE_LIMIT": "off",
         **extra,
     }
+
+
+def lines_with(text: str, read: Callable[[], str], timeout: float = 10.0) -> list[str]:
+    """The log lines holding ``text``, waiting until there is one: a line not yet written cannot be checked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in read().splitlines() if text in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def assert_no_token(log: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,10 +81,19 @@ def test_counters_add_up_across_both_workers(issuer: MockIssuer, server: tuple[S
     served = re.findall(r'<(\d+)> "POST /mcp ', process.log())
     assert len(set(served)) == 2, "both workers must have served calls for this test to mean anything"
 
+    # The scraped worker writes its own counts; the other one's reach the files within a second (app.metrics.Tallies).
     after = scrape(base)
 
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        grew("mcp_tool_call_duration_seconds_count", tool="greet_user") < 20
+        or grew("mcp_requests_total", method="tools/call", tool="add_todo", status="403") < 1
+    ):
+        time.sleep(0.2)
+        after = scrape(base)
 
     assert grew("mcp_requests_total", method="tools/call", tool="greet_user", status="200") == 20
     assert grew("mcp_requests_total", method="-", tool="-", status="401") == 3

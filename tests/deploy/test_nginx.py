@@ -10,7 +10,6 @@ import time
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -20,6 +19,7 @@ import pytest
 from tests.deploy.conftest import ProxiedDeployment
 from tests.deploy.conftest import app_env
 from tests.deploy.conftest import assert_no_token
+from tests.deploy.conftest import lines_with
 from tests.support.dpop import DEFAULT_ALGORITHMS
 from tests.support.dpop import DEFAULT_ALGS
 from tests.support.issuer import MockIssuer
@@ -248,16 +248,6 @@ async def test_two_instances_behind_one_upstream_share_the_calls(proxied: Proxie
     assert all(count > 0 for count in served), served
     upstreams = set(re.findall(r"upstream=(127\.0\.0\.1:\d+)", proxied.nginx.access_log()))
     assert upstreams == {base.removeprefix("http://") for base in proxied.bases}
-
-
-def lines_with(text: str, read: Callable[[], str], timeout: float = 10.0) -> list[str]:
-    """The log lines holding ``text``, waiting until there is one: a line not yet written cannot be checked."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in read().splitlines() if text in line]
-        if lines or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.02)
 
 
 def test_logs_hold_no_token_and_no_query_string(proxied: ProxiedDeployment) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from tests.deploy.conftest import app_env
 from tests.deploy.conftest import assert_no_token
+from tests.deploy.conftest import lines_with
 from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import HANDSHAKE
 from tests.support.jsonrpc import request_body
@@ -322,7 +324,16 @@ def test_an_unknown_instance_name_reaches_an_instance_that_does_not_know_it(stat
 
 
 def test_logs_hold_no_token(stateful: StatefulInstances) -> None:
-    time.sleep(0.2)  # nginx writes its access log line after the response
+    # Last in the module: every request before it has been logged once this one's lines are there.
+    agent = f"last-request-{uuid.uuid4().hex}"
+    token = stateful.token()
+    with stateful.client() as http:
+        headers = {**request_headers("initialize", era=HANDSHAKE, token=token), "User-Agent": agent}
+        assert http.post(stateful.url, headers=headers, json=INITIALIZE).status_code == 200
+    # nginx writes its access line after the response, gunicorn its own when the body is closed.
+    nginx_lines = lines_with(agent, stateful.nginx.access_log)
+    instance_lines = lines_with(agent, lambda: "".join(instance.log() for instance in stateful.instances.values()))
+    assert (len(nginx_lines), len(instance_lines)) == (1, 1), (nginx_lines, instance_lines)
     assert_no_token(stateful.nginx.log() + "".join(instance.log() for instance in stateful.instances.values()))
 
 

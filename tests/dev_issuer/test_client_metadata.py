@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,12 +25,12 @@ from app.dev_issuer.client_metadata import FETCH_TIMEOUT
 from app.dev_issuer.client_metadata import MAX_DOCUMENT_BYTES
 from app.dev_issuer.client_metadata import url_problem
 from app.dev_issuer.public_fetch import PublicFetcher
-from tests.dev_issuer.conftest import ISSUER
-from tests.dev_issuer.conftest import ORIGIN
 from tests.dev_issuer.conftest import REDIRECT_URI
+from tests.dev_issuer.conftest import authorize_path
+from tests.dev_issuer.conftest import redeem
+from tests.dev_issuer.conftest import submit
 from tests.support.oauth import pkce
 from tests.support.oauth import query_of
-from tests.support.oauth import read_form
 from tests.support.tls import TLSFiles
 from tests.support.tls import make_tls_files
 
@@ -129,16 +128,7 @@ def documents() -> Iterator[DocumentServer]:
 
 
 def authorize(client: FlaskClient, client_id: str, challenge: str) -> Any:
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT_URI,
-        "scope": "todo:read",
-        "state": "s",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    return client.get(ISSUER + "/authorize?" + urlencode(query))
+    return client.get(authorize_path(client_id, challenge, scope="todo:read"))
 
 
 def test_a_document_client_signs_in_without_registering(dev_client: FlaskClient, documents: DocumentServer) -> None:
@@ -161,19 +151,8 @@ def test_a_document_client_signs_in_without_registering(dev_client: FlaskClient,
     assert "Allow Inspector to use Flask MCP server?" in html
     assert f"Identified by its client metadata document on <strong>{host}</strong>." in html
 
-    form = read_form(html)
-    answer = dev_client.post(ORIGIN + form.action, data={**form.fields, "username": "fay", "decision": "allow"})
-    code = query_of(answer.headers["Location"])["code"]
-    token = dev_client.post(
-        ISSUER + "/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": url,
-            "code_verifier": verifier,
-        },
-    )
+    answer = submit(dev_client, page, username="fay", decision="allow")
+    token = redeem(dev_client, url, query_of(answer.headers["Location"])["code"], verifier)
     assert token.status_code == 200, token.get_json()
     assert token.get_json()["refresh_token"]
     # Fetched once; the consent, the decision and the token request used the cached copy.

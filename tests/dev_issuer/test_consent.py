@@ -8,35 +8,16 @@ from urllib.parse import urlencode
 import pytest
 from flask.testing import FlaskClient
 from joserfc import jwt
-from werkzeug.test import TestResponse
 
 from tests.dev_issuer.conftest import ISSUER
-from tests.dev_issuer.conftest import ORIGIN
 from tests.dev_issuer.conftest import REDIRECT_URI
 from tests.dev_issuer.conftest import RESOURCE
+from tests.dev_issuer.conftest import authorize_path
 from tests.dev_issuer.conftest import register
+from tests.dev_issuer.conftest import submit
 from tests.support.oauth import pkce
 from tests.support.oauth import query_of
 from tests.support.oauth import read_form
-
-
-def authorize_path(client_id: str, challenge: str, /, **params: str | None) -> str:
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT_URI,
-        "scope": "todo:read todo:delete",
-        "state": "s1",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **params,
-    }
-    return ISSUER + "/authorize?" + urlencode({k: v for k, v in query.items() if v is not None})
-
-
-def submit(client: FlaskClient, page: TestResponse, **fields: str) -> TestResponse:
-    form = read_form(page.get_data(as_text=True))
-    return client.post(ORIGIN + form.action, data={**form.fields, **fields})
 
 
 def codes(client: FlaskClient, client_id: str) -> int:

@@ -13,32 +13,27 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 
-from app import create_app
-from app.dev_issuer.signing import KEY_FILE
+from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.storage import Storage
-from app.settings import Settings
 from tests.dev_issuer.conftest import ISSUER
 from tests.dev_issuer.conftest import ORIGIN
 from tests.dev_issuer.conftest import REDIRECT_URI
 from tests.dev_issuer.conftest import RESOURCE
+from tests.dev_issuer.conftest import redeem
 from tests.dev_issuer.conftest import register
-from tests.dev_issuer.test_consent import authorize_path
-from tests.dev_issuer.test_consent import submit
+from tests.dev_issuer.conftest import register_public_client
+from tests.dev_issuer.conftest import sign_in
 from tests.support.dpop import DPoPKey
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
-from tests.support.oauth import pkce
-from tests.support.oauth import query_of
 
 TOKEN_URL = ISSUER + "/token"
 KEY = DPoPKey.generate("EC")
@@ -46,45 +41,9 @@ OTHER_KEY = DPoPKey.generate("EC")
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, dev_key: str) -> Iterator[Callable[..., FlaskClient]]:
-    apps: list[Flask] = []
-
-    def make(**env: str) -> FlaskClient:
-        folder = tmp_path / f"instance-{len(apps)}"
-        folder.mkdir()
-        (folder / KEY_FILE).write_text(dev_key)
-        apps.append(create_app(Settings.from_mapping({"MCP_DEV": "1", "MCP_INSTANCE_PATH": str(folder), **env})))
-        return apps[-1].test_client()
-
-    yield make
-    for app in apps:
-        app.extensions["mcp_bridge"].loops.close()
-
-
-@pytest.fixture
-def client(make_client: Callable[..., FlaskClient]) -> FlaskClient:
-    return make_client()
-
-
-def sign_in(client: FlaskClient, client_id: str) -> tuple[str, str]:
-    """A code and its verifier, through the consent page."""
-    verifier, challenge = pkce()
-    page = client.get(authorize_path(client_id, challenge, scope="todo:read", resource=RESOURCE))
-    answer = submit(client, page, username="dora", decision="allow")
-    assert answer.status_code == 302, answer.get_data(as_text=True)
-    return query_of(answer.headers["Location"])["code"], verifier
-
-
-def redeem(client: FlaskClient, client_id: str, code: str, verifier: str, proof: str | None, **headers: str) -> Any:
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT_URI,
-        "client_id": client_id,
-        "code_verifier": verifier,
-        "resource": RESOURCE,
-    }
-    return client.post(TOKEN_URL, data=data, headers={**({"DPoP": proof} if proof else {}), **headers})
+def client(make_dev_client: Callable[..., FlaskClient]) -> FlaskClient:
+    """A test client of a development-mode app (``make_dev_client`` makes ones with other settings)."""
+    return make_dev_client()
 
 
 def refresh(client: FlaskClient, client_id: str, refresh_token: str, proof: str | None, **headers: str) -> Any:
@@ -111,13 +70,9 @@ def oauth_error(response: Any, error: str, description: str, status: int = 400) 
     assert response.get_json() == {"error": error, "error_description": description}
 
 
-def public_client(client: FlaskClient) -> str:
-    return str(register(client, grant_types=["authorization_code", "refresh_token"])["client_id"])
-
-
 class TestAuthorizationCode:
     def test_a_proof_gets_a_dpop_bound_token_and_a_bound_refresh_token(self, client: FlaskClient) -> None:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         response = redeem(client, client_id, code, verifier, KEY.proof("POST", TOKEN_URL))
         assert response.status_code == 200, response.get_json()
@@ -127,7 +82,7 @@ class TestAuthorizationCode:
         assert refresh_bindings(client, client_id) == [(KEY.jkt, 0)]
 
     def test_without_a_proof_the_token_is_a_bearer_token(self, client: FlaskClient) -> None:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         body = redeem(client, client_id, code, verifier, None).get_json()
         assert body["token_type"] == "Bearer"
@@ -167,7 +122,7 @@ class TestAuthorizationCode:
     def test_a_bad_proof_is_refused_and_leaves_the_code_usable(
         self, client: FlaskClient, proof: Callable[[], str], description: str
     ) -> None:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         oauth_error(redeem(client, client_id, code, verifier, proof()), "invalid_dpop_proof", description)
         assert refresh_bindings(client, client_id) == []
@@ -176,7 +131,7 @@ class TestAuthorizationCode:
         assert again.get_json()["token_type"] == "DPoP"
 
     def test_a_replayed_token_request_proof_is_refused(self, client: FlaskClient) -> None:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         proof = KEY.proof("POST", TOKEN_URL)
         code, verifier = sign_in(client, client_id)
         assert redeem(client, client_id, code, verifier, proof).status_code == 200
@@ -188,7 +143,7 @@ class TestAuthorizationCode:
         )
 
     def test_two_proof_headers(self, client: FlaskClient) -> None:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         data = {
             "grant_type": "authorization_code",
@@ -228,7 +183,7 @@ class TestAuthorizationCode:
 class TestRefresh:
     @pytest.fixture
     def bound_refresh(self, client: FlaskClient) -> tuple[str, str]:
-        client_id = public_client(client)
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         body = redeem(client, client_id, code, verifier, KEY.proof("POST", TOKEN_URL)).get_json()
         return client_id, body["refresh_token"]
@@ -278,7 +233,7 @@ def test_client_credentials_with_a_proof(client: FlaskClient) -> None:
 
 
 def test_the_bound_token_works_at_the_mcp_endpoint_only_with_its_key(client: FlaskClient) -> None:
-    client_id = public_client(client)
+    client_id = register_public_client(client)
     code, verifier = sign_in(client, client_id)
     token = redeem(client, client_id, code, verifier, KEY.proof("POST", TOKEN_URL)).get_json()["access_token"]
     body = json.dumps(request_body("tools/list"))
@@ -308,9 +263,9 @@ def test_the_bound_token_works_at_the_mcp_endpoint_only_with_its_key(client: Fla
 
 
 class TestModes:
-    def test_nonces(self, make_client: Callable[..., FlaskClient]) -> None:
-        client = make_client(MCP_DPOP_NONCE="1")
-        client_id = public_client(client)
+    def test_nonces(self, make_dev_client: Callable[..., FlaskClient]) -> None:
+        client = make_dev_client(MCP_DPOP_NONCE="1")
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         first = redeem(client, client_id, code, verifier, KEY.proof("POST", TOKEN_URL))
         # RFC 9449 section 8: 400 use_dpop_nonce with the nonce in DPoP-Nonce.
@@ -335,9 +290,11 @@ class TestModes:
         assert response.get_json()["error"] == "use_dpop_nonce"
         assert response.headers["DPoP-Nonce"] != nonce
 
-    def test_required_refuses_a_token_request_without_a_proof(self, make_client: Callable[..., FlaskClient]) -> None:
-        client = make_client(MCP_DPOP="required")
-        client_id = public_client(client)
+    def test_required_refuses_a_token_request_without_a_proof(
+        self, make_dev_client: Callable[..., FlaskClient]
+    ) -> None:
+        client = make_dev_client(MCP_DPOP="required")
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         oauth_error(
             redeem(client, client_id, code, verifier, None),
@@ -346,9 +303,9 @@ class TestModes:
         )
         assert redeem(client, client_id, code, verifier, KEY.proof("POST", TOKEN_URL)).status_code == 200
 
-    def test_off_ignores_proofs(self, make_client: Callable[..., FlaskClient]) -> None:
-        client = make_client(MCP_DPOP="off")
-        client_id = public_client(client)
+    def test_off_ignores_proofs(self, make_dev_client: Callable[..., FlaskClient]) -> None:
+        client = make_dev_client(MCP_DPOP="off")
+        client_id = register_public_client(client)
         code, verifier = sign_in(client, client_id)
         body = redeem(client, client_id, code, verifier, "not even a proof").get_json()
         assert body["token_type"] == "Bearer"
@@ -368,6 +325,6 @@ def test_an_instance_folder_from_before_dpop_is_migrated(tmp_path: Path) -> None
         db.execute("INSERT INTO refresh_tokens VALUES ('h', 'f', 'c', 's', '', 'r', 1, 2, NULL, NULL)")
         db.commit()
     storage = Storage(path)
-    record = storage.refresh_token("h")
+    record = storage.find(RefreshToken, "h")
     assert record is not None and record.jkt is None
     Storage(path)  # a second start finds the column there

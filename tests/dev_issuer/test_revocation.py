@@ -18,13 +18,12 @@ from app.dev_issuer.signing import KEY_FILE
 from app.settings import Settings
 from tests.dev_issuer.conftest import ISSUER
 from tests.dev_issuer.conftest import ORIGIN
-from tests.dev_issuer.conftest import REDIRECT_URI
+from tests.dev_issuer.conftest import redeem
 from tests.dev_issuer.conftest import register
+from tests.dev_issuer.conftest import register_public_client
+from tests.dev_issuer.conftest import sign_in
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
-from tests.support.oauth import pkce
-from tests.support.oauth import query_of
-from tests.support.oauth import read_form
 
 REVOKED = (
     'Bearer error="invalid_token", error_description="The access token was revoked", '
@@ -40,35 +39,6 @@ def mcp_status(client: FlaskClient, token: str) -> tuple[int, str | None]:
     return response.status_code, response.headers.get("WWW-Authenticate")
 
 
-def code_for(client: FlaskClient, client_id: str, challenge: str) -> str:
-    query = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT_URI,
-        "scope": "todo:read",
-        "state": "s",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    page = client.get(ISSUER + "/authorize", query_string=query)
-    form = read_form(page.get_data(as_text=True))
-    answer = client.post(ORIGIN + form.action, data={**form.fields, "username": "rita", "decision": "allow"})
-    return query_of(answer.headers["Location"])["code"]
-
-
-def redeem(client: FlaskClient, client_id: str, code: str, verifier: str) -> Any:
-    return client.post(
-        ISSUER + "/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": client_id,
-            "code_verifier": verifier,
-        },
-    )
-
-
 def refresh(client: FlaskClient, client_id: str, refresh_token: str) -> Any:
     return client.post(
         ISSUER + "/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
@@ -76,18 +46,13 @@ def refresh(client: FlaskClient, client_id: str, refresh_token: str) -> Any:
 
 
 @pytest.fixture
-def public_client(dev_client: FlaskClient) -> str:
-    return str(register(dev_client, grant_types=["authorization_code", "refresh_token"])["client_id"])
-
-
-@pytest.fixture
-def signed_in(dev_client: FlaskClient, public_client: str) -> tuple[str, str, dict[str, Any]]:
+def signed_in(dev_client: FlaskClient) -> tuple[str, str, dict[str, Any]]:
     """(client_id, the code, the token response of its first redemption)."""
-    verifier, challenge = pkce()
-    code = code_for(dev_client, public_client, challenge)
-    tokens = redeem(dev_client, public_client, code, verifier)
+    client_id = register_public_client(dev_client)
+    code, verifier = sign_in(dev_client, client_id)
+    tokens = redeem(dev_client, client_id, code, verifier)
     assert tokens.status_code == 200
-    return public_client, code, {**tokens.get_json(), "verifier": verifier}
+    return client_id, code, {**tokens.get_json(), "verifier": verifier}
 
 
 class TestReplay:
@@ -119,8 +84,7 @@ class TestReplay:
         self, dev_client: FlaskClient, signed_in: tuple[str, str, dict[str, Any]]
     ) -> None:
         client_id, code, tokens = signed_in
-        verifier, challenge = pkce()
-        other = redeem(dev_client, client_id, code_for(dev_client, client_id, challenge), verifier).get_json()
+        other = redeem(dev_client, client_id, *sign_in(dev_client, client_id)).get_json()
         redeem(dev_client, client_id, code, tokens["verifier"])  # the replay of the first grant's code
         assert mcp_status(dev_client, tokens["access_token"])[0] == 401
         assert mcp_status(dev_client, other["access_token"]) == (200, None)

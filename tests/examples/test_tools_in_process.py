@@ -69,7 +69,7 @@ def test_a_client_that_goes_away_cancels_the_running_tool(app: Flask, tokens: To
 
 
 def test_async_tools_read_the_caller_too(app: Flask, tokens: Tokens) -> None:
-    from app.auth.principal import current_principal
+    from app.bridge.auth_context import current_principal
 
     @app.extensions["mcp_bridge"].server.tool()
     async def whoami_async() -> str:

@@ -9,7 +9,7 @@ URL. When Redis is unreachable, each worker still refuses what it saw itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -21,29 +21,15 @@ from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.servers import RunningServer
 from tests.support.servers import free_port
-from tests.support.servers import start_app
 
 PUBLIC_URL = "http://localhost/mcp"  # both instances serve it; a test reaches each on its own port
 KEY = DPoPKey.generate("EC")
 
 
 @pytest.fixture(scope="module")
-def two_instances(
-    issuer: MockIssuer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[RunningServer]]:
-    servers = [
-        start_app(
-            issuer,
-            tmp_path_factory.mktemp(f"dpop-{number}"),
-            MCP_RESOURCE_URL=PUBLIC_URL,
-            MCP_RATE_LIMIT="off",
-            MCP_RATE_LIMIT_STORAGE=redis_url,
-        )
-        for number in (1, 2)
-    ]
-    yield servers
-    for server in servers:
-        server.stop()
+def two_instances(two_instances_sharing: Callable[..., list[RunningServer]]) -> list[RunningServer]:
+    """Two instances remembering DPoP proofs in one Redis; rate limits off."""
+    return two_instances_sharing("dpop", MCP_RESOURCE_URL=PUBLIC_URL, MCP_RATE_LIMIT="off")
 
 
 def call(server: RunningServer, token: str, proof: str) -> httpx2.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -13,32 +13,22 @@ from tests.support.issuer import MockIssuer
 from tests.support.jsonrpc import request_body
 from tests.support.jsonrpc import request_headers
 from tests.support.servers import RunningServer
-from tests.support.servers import start_app
 
 pytestmark = pytest.mark.e2e
 LIST = request_body("tools/list")
 
 
 @pytest.fixture(scope="module")
-def two_instances(
-    issuer: MockIssuer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[RunningServer]]:
-    servers = [
-        start_app(
-            issuer,
-            tmp_path_factory.mktemp(f"limited-{number}"),
-            # Both instances serve the same public resource; each is reached on its own port here.
-            MCP_AUDIENCE="https://mcp.example.com/mcp",
-            MCP_RATE_LIMIT="10/minute",
-            MCP_RATE_LIMIT_FAILED_AUTH="4/minute",
-            MCP_RATE_LIMIT_STORAGE=redis_url,
-            MCP_CAP_IN_FLIGHT="3",
-        )
-        for number in (1, 2)
-    ]
-    yield servers
-    for server in servers:
-        server.stop()
+def two_instances(two_instances_sharing: Callable[..., list[RunningServer]]) -> list[RunningServer]:
+    """Two instances counting every limit in one Redis."""
+    return two_instances_sharing(
+        "limited",
+        # Both instances serve the same public resource; each is reached on its own port here.
+        MCP_AUDIENCE="https://mcp.example.com/mcp",
+        MCP_RATE_LIMIT="10/minute",
+        MCP_RATE_LIMIT_FAILED_AUTH="4/minute",
+        MCP_CAP_IN_FLIGHT="3",
+    )
 
 
 def test_one_users_limit_is_shared_by_every_worker_of_both_instances(

@@ -14,6 +14,7 @@ from app.serving.run_slot import RunSlot
 from tests.serving.test_http11 import HOST
 from tests.serving.test_http11 import WORKER
 from tests.serving.test_http11 import serve
+from tests.support.load import wait_for
 from tests.support.raw_http import Reader
 
 
@@ -31,8 +32,10 @@ def test_one_thread_holds_the_slot_and_passes_it_on() -> None:
 
     thread = threading.Thread(target=other)
     thread.start()
-    time.sleep(0.1)
-    assert order == ["waiting"]
+    # First the evidence that it asks for the slot, then that it is still waiting for it.
+    assert wait_for(lambda: order == ["waiting"], 5)
+    thread.join(0.1)
+    assert thread.is_alive() and order == ["waiting"]
     assert slot.step_aside() is True
     thread.join(5)
     assert order == ["waiting", "holding"]

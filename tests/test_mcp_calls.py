@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from app.mcp_request import MCPCall
-from app.mcp_request import MCPRequest
-from app.mcp_request import parse
+from app.mcp_calls import MCPCall
+from app.mcp_calls import MCPRequest
+from app.mcp_calls import parse
 
 
 def body(value: object) -> bytes:
