@@ -43,6 +43,7 @@ conformance-harness: $(HARNESS_INSTALLED)
 test: $(INSTALLED) system-packages $(HARNESS_INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The benchmark against the SDK's native server (see README, Performance); a few minutes, results in bench/results/.
@@ -54,6 +55,7 @@ bench: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -113,14 +113,14 @@ class _SecondClock:
 _utc_timestamp = _SecondClock()
 # json.dumps with arguments builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring_ascii
 FRAGMENT_CACHE_SIZE = 1024
 
 
 def _json(value: object) -> str:
     """One value as ``json.dumps(value, separators=(",", ":"))`` writes it."""
     if value.__class__ is str:
-        return _quote(value)  # type: ignore[no-any-return]
+        return _quote(value)
     return "null" if value is None else _encode(value)
 
 

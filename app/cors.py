@@ -15,7 +15,9 @@ preflights included, is flask-cors's.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from typing import cast
 
 from flask import Flask
 from flask import Response
@@ -41,7 +43,7 @@ _FLASK_CORS_HOOK = "cors_after_request"
 
 
 def init_app(app: Flask, settings: Settings, *, mcp_endpoint: str = "mcp") -> None:
-    resources: dict[str, dict[str, Any]] = {}
+    resources: dict[str | re.Pattern[str], dict[str, Any]] = {}
     if settings.dev:
         resources[DEV_ISSUER_PATH + "/*"] = {
             "origins": [DEV_LOOPBACK_ORIGINS],
@@ -81,6 +83,7 @@ def _skip_requests_without_origin(app: Flask, mcp_endpoint: str) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         if req.endpoint == mcp_endpoint and "HTTP_ORIGIN" not in req.environ:
             return response
-        return flask_cors_hook(response)  # type: ignore[no-any-return]
+        # flask-cors's hook is synchronous; Flask types after-request hooks as possibly async.
+        return cast(Response, flask_cors_hook(response))
 
     hooks[found[0]] = cors_after_request

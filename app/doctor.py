@@ -16,6 +16,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -191,6 +192,7 @@ def check_token(settings: Settings, verifier: TokenVerifier, token: str, report:
         if config is not None and not Audiences(config.audiences).accepts(audiences):
             report.fail(f"aud {audiences!r} names none of the accepted audiences {list(config.audiences)}")
         now = time.time()
+        late: Callable[[float], bool]
         for name, late, message in (
             ("exp", lambda v: v <= now - settings.clock_leeway, "expired {age} ago"),
             ("nbf", lambda v: v > now + settings.clock_leeway, "not valid for another {age}"),

@@ -61,6 +61,8 @@ from mcp.server.streamable_http import StreamId
 if TYPE_CHECKING:
     from mcp_types import JSONRPCMessage
     from redis.asyncio import Redis
+    from redis.typing import EncodableT
+    from redis.typing import FieldT
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +396,7 @@ class RedisEventStore(PositionedEventStore):
                     async with self.client.pipeline(transaction=False) as pipe:
                         for stream_id, position, message, stored in batch:
                             key = REDIS_KEY_PREFIX + stream_id
-                            fields = {"m": _encoded(message), "t": repr(stored)}
+                            fields: dict[FieldT, EncodableT] = {"m": _encoded(message), "t": repr(stored)}
                             pipe.xadd(key, fields, id=f"0-{position}", maxlen=self.max_events, approximate=False)
                             pipe.pexpire(key, int(self.max_age * 1000))
                         await pipe.execute()

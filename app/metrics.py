@@ -251,7 +251,7 @@ class RequestMetrics:
     def labels(self, ctx: Any = None) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
         if ctx is None:
-            ctx = g._get_current_object()  # type: ignore[attr-defined]
+            ctx = g._get_current_object()
         if "principal" not in ctx:
             return NONE, NONE
         parsed = ctx.get("mcp_request")
@@ -328,7 +328,7 @@ class MetricsEndpoint:
         if self._directory is not None:
             # A fresh registry per scrape, as prometheus_client's multiprocess docs require.
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self._directory)
+            MultiProcessCollector(registry, path=self._directory)  # type: ignore[no-untyped-call]  # unannotated
             data = generate_latest(registry)
         else:
             data = generate_latest(REGISTRY)

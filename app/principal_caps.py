@@ -44,6 +44,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import cast
 
 from flask import Flask
 from flask import Request
@@ -56,10 +57,13 @@ from app.request_end import Closer
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from limits.storage import RedisStorage
     from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
     from mcp.server.streamable_http import StreamableHTTPServerTransport
+    from redis import Redis
 
     from app.auth.principal import Principal
+    from app.mcp_calls import MCPCall
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +132,7 @@ class MemoryCounters:
 
     def acquire(self, wanted: tuple[tuple[str, Key, int], ...]) -> str | None:
         """Count one more of each ``(cap, key, limit)``; none at all, and the cap's name, if one is full."""
-        taken = []
+        taken: list[deque[None]] = []
         for cap, key, limit in wanted:
             slot = self.slot(cap, key)
             if not self.take(slot, limit):
@@ -189,7 +193,9 @@ class RedisCounters:
     def __init__(self, uri: str, ttl: int = REDIS_COUNTER_TTL) -> None:
         from limits.storage import storage_from_string
 
-        client = storage_from_string(uri).get_connection()  # type: ignore[attr-defined]
+        # limits types its factory for sync and async storages alike, and the connection as a three-method
+        # protocol: a redis URI gives a RedisStorage whose connection is a redis-py client.
+        client = cast("Redis", cast("RedisStorage", storage_from_string(uri)).get_connection())
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._client = client
@@ -217,7 +223,8 @@ class RedisCounters:
             self._failed()
 
     def held(self, cap: str, key: Key) -> int:
-        return int(self._client.get(self._name(cap, key)) or 0)
+        # redis-py types a sync client's replies as possibly awaitable, as its async client's.
+        return int(cast("bytes | None", self._client.get(self._name(cap, key))) or 0)
 
     def _failed(self) -> None:
         now = time.monotonic()
@@ -349,7 +356,7 @@ class PrincipalCaps:
         """
         key = principal.key
         parsed = ctx.__dict__.get("mcp_request")
-        calls = parsed.calls if parsed is not None else ()
+        calls: tuple[MCPCall, ...] = parsed.calls if parsed is not None else ()
         stream = (method == "GET" and self.stateful) or (len(calls) == 1 and calls[0].method == LISTEN)
         opens_session = (
             self.sessions is not None

@@ -40,7 +40,7 @@ class RequestEnd:
 
     def __call__(self, response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()
         closers: list[Closer] | None = None
         for finish in self.finishers:
             closer = finish(response, req, ctx)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from typing import Literal
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -239,7 +240,7 @@ class Settings:
                     f"{origin(resource_url)}{DEV_ISSUER_PATH}",
                 )
             issuer = origin(resource_url) + DEV_ISSUER_PATH
-            issuers = ()
+            issuers: tuple[IssuerConfig, ...] = ()
         else:
             if not resource_url:
                 raise SettingsError(
@@ -298,7 +299,7 @@ class Settings:
             authorization_servers=authorization_servers,
             scopes_supported=scopes_supported,
             allowed_origins=allowed_origins,
-            token_profile=profile,  # type: ignore[arg-type]
+            token_profile=profile,  # type: ignore[arg-type]  # one of TokenProfile's values, checked above
             state_secret=state_secret,
             tools=_tool_providers(env),
             dev=dev,
@@ -347,7 +348,16 @@ class Settings:
         )
 
 
-def _stateful_options(env: Mapping[str, str], stateful: bool) -> dict[str, object]:
+class _StatefulOptions(TypedDict):
+    legacy_sse: bool
+    event_store: str | None
+    event_store_max_events: int
+    event_store_max_age: int
+    sse_retry_ms: int
+    instance_name: str | None
+
+
+def _stateful_options(env: Mapping[str, str], stateful: bool) -> _StatefulOptions:
     """MCP_LEGACY_SSE, the event store and MCP_INSTANCE_NAME: what stateful mode adds to a session."""
     legacy_sse = _boolean(env, "MCP_LEGACY_SSE")
     if legacy_sse and not stateful:
@@ -605,7 +615,13 @@ def _as_metadata_proxy(env: Mapping[str, str], dev: bool) -> bool:
     return enabled
 
 
-def _introspection(env: Mapping[str, str]) -> dict[str, str | None]:
+class _IntrospectionOptions(TypedDict, total=False):
+    introspection_url: str
+    introspection_client_id: str
+    introspection_client_secret: str
+
+
+def _introspection(env: Mapping[str, str]) -> _IntrospectionOptions:
     url = env.get("MCP_INTROSPECTION_URL", "").strip()
     if not url:
         return {}
@@ -660,7 +676,7 @@ def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
     value = env.get("MCP_DPOP", "").strip().lower() or _DEFAULTS["dpop"]
     if value not in ("off", "allowed", "required"):
         raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {value!r}")
-    return value  # type: ignore[return-value]
+    return value  # type: ignore[return-value]  # one of DPoPMode's values, checked above
 
 
 def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:

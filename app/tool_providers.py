@@ -70,7 +70,8 @@ def _where(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     # The deepest frame that is neither this server, the libraries it calls for the provider, nor the import system.
     own = [f for f in frames if not f.filename.startswith(_NOT_THE_PROVIDERS) and not f.filename.startswith("<")]
-    frame = (own or frames or [None])[-1]
+    candidates = own or frames
+    frame = candidates[-1] if candidates else None
     return f" ({_short(frame.filename)}:{frame.lineno})" if frame is not None else ""
 
 
@@ -144,12 +145,12 @@ def _check_callable(label: str, provider: Any, server: ScopedServer) -> Provider
     try:
         signature = inspect.signature(provider)
     except (TypeError, ValueError):
-        return provider  # type: ignore[no-any-return]
+        return provider  # type: ignore[no-any-return]  # a module attribute, checked callable above
     try:
         signature.bind(server)
     except TypeError:
         raise _error(f"{label} must take one argument, the server; its signature is {signature}") from None
-    return provider  # type: ignore[no-any-return]
+    return provider  # type: ignore[no-any-return]  # a module attribute, checked callable above
 
 
 def run(server: ScopedServer, label: str, provider: Any) -> None:

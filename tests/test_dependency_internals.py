@@ -61,6 +61,61 @@ def test_limits_memory_storage_keeps_its_counters_and_timer() -> None:
             timer.cancel()
 
 
+def test_gunicorn_logger_keeps_get_user() -> None:
+    from gunicorn.glogging import Logger
+
+    assert callable(getattr(Logger, "_get_user", None)), (
+        "gunicorn: glogging.Logger._get_user is gone; app.serving.access_log.AccessLogger computes the %(u)s "
+        "atom with it: copy gunicorn's new definition of that atom"
+    )
+
+
+def test_gunicorn_wsgi_early_hints_callback_is_looked_up_by_name() -> None:
+    from gunicorn.http import wsgi
+
+    assert callable(getattr(wsgi, "_make_early_hints_callback", None)), (
+        "gunicorn: http.wsgi._make_early_hints_callback is gone; app.serving.http11 gives the short path's "
+        "environ gunicorn's 103 Early Hints callback with it (and silently offers none without it)"
+    )
+
+
+def test_logging_formatter_keeps_its_format_string() -> None:
+    import logging
+
+    assert logging.Formatter("%(message)s")._fmt == "%(message)s", (
+        "logging: Formatter._fmt is gone; app.log_lines.plain_handler reads it to know a handler writes the "
+        "message alone"
+    )
+
+
+def test_threading_register_atexit_exists() -> None:
+    assert callable(getattr(threading, "_register_atexit", None)), (
+        "threading: _register_atexit is gone; app.bridge.event_loop closes its loops with it before the "
+        "interpreter joins non-daemon threads (and silently does not without it)"
+    )
+
+
+def test_sse_starlette_shutdown_state_has_watcher_flag() -> None:
+    import sse_starlette.sse
+
+    state = getattr(sse_starlette.sse, "_get_shutdown_state", None)
+    assert callable(state), (
+        "sse-starlette: sse._get_shutdown_state is gone; app.bridge.event_loop marks its shutdown watcher "
+        "started with it so that no loop polls for uvicorn's shutdown forever"
+    )
+    assert hasattr(state(), "watcher_started"), (
+        "sse-starlette: the shutdown state has no watcher_started; app.bridge.event_loop sets it"
+    )
+
+
+def test_json_encoder_keeps_its_ascii_string_quoter() -> None:
+    import json.encoder
+
+    assert json.encoder.encode_basestring_ascii('a"\u00e9') == '"a\\"\\u00e9"', (
+        "json: encoder.encode_basestring_ascii is gone or changed; app.audit quotes strings with it"
+    )
+
+
 def test_prometheus_histogram_children_keep_their_buckets_and_sum() -> None:
     from prometheus_client import CollectorRegistry
     from prometheus_client import Histogram

@@ -101,7 +101,7 @@ class BearerAuthentication:
         endpoint = req.endpoint
         if self._is_public(endpoint):
             return None
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()
         try:
             credentials = extract_credentials(environ.get("HTTP_AUTHORIZATION"), self.dpop.schemes)
             if credentials is None:
@@ -202,7 +202,7 @@ def init_app(
     caps: PrincipalCaps | None = None,
     dev_keys: dict[str, Any] | None = None,
     validator: Callable[..., JWTAccessTokenValidator] = JWTAccessTokenValidator,
-    on_key_fetch: Callable[[], None] | None = None,
+    on_key_fetch: Callable[[str], None] | None = None,
     on_refusal: Callable[[str], None] | None = None,
 ) -> None:
     """Build the token verifier and the challenges from settings and register the authentication hook.
@@ -247,7 +247,7 @@ def token_verifier(
     dev_keys: dict[str, Any] | None = None,
     validator: Callable[..., JWTAccessTokenValidator] = JWTAccessTokenValidator,
     before_outbound: Callable[[], None] | None = None,
-    on_key_fetch: Callable[[], None] | None = None,
+    on_key_fetch: Callable[[str], None] | None = None,
 ) -> TokenVerifier:
     """One validator with its own key cache per trusted issuer; introspection for opaque tokens if configured.
 

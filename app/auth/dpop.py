@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
+from typing import cast
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -56,7 +57,7 @@ from flask import request
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from joserfc.jwk import Key
-from joserfc.jws import JWSAlgModel
+from joserfc.jws import JWSAlgModel  # type: ignore[attr-defined]  # joserfc.jws imports it but leaves it out of __all__
 from joserfc.jws import JWSRegistry
 from joserfc.util import json_b64decode
 from joserfc.util import urlsafe_b64decode
@@ -69,6 +70,9 @@ from app.auth.challenges import InvalidToken
 from app.auth.challenges import UseDPoPNonce
 
 if TYPE_CHECKING:
+    from limits.storage import RedisStorage
+    from redis import Redis
+
     from app.auth.principal import Principal
     from app.settings import Settings
 
@@ -209,7 +213,9 @@ class RedisReplayCache:
     """
 
     def __init__(self, uri: str, fallback: MemoryReplayCache | None = None) -> None:
-        self._client = storage_from_string(uri).get_connection()  # type: ignore[attr-defined]
+        # limits types its factory for sync and async storages alike, and the connection as a three-method
+        # protocol: a redis URI gives a RedisStorage whose connection is a redis-py client.
+        self._client = cast("Redis", cast("RedisStorage", storage_from_string(uri)).get_connection())
         self._fallback = fallback or MemoryReplayCache()
         self._last_error_log = float("-inf")
 
@@ -440,6 +446,8 @@ class ProofVerifier:
         if jwk.get("kty") == "RSA":
             # Local policy: no RSA key under 2048 bits (checked first: joserfc warns on importing one).
             modulus = jwk.get("n")
+            if not isinstance(modulus, str):
+                raise invalid
             try:
                 bits = int.from_bytes(urlsafe_b64decode(modulus.encode()), "big").bit_length()
             except (AttributeError, ValueError, TypeError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from email.message import Message
+from http.client import HTTPMessage
 from typing import IO
 from typing import Any
 from urllib.parse import urljoin
@@ -42,7 +42,7 @@ class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to the origin the request was sent to, and only for GET."""
 
     def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Message, newurl: str
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
     ) -> urllib.request.Request | None:
         target = urljoin(req.full_url, newurl)
         if req.get_method() != "GET":

@@ -243,8 +243,8 @@ class MCPBridge:
             deadline = time.monotonic() + self.stream_lifetime
         # Not direct_passthrough: Werkzeug then wraps the body so that closing it also runs the
         # response's call_on_close callbacks (audit, metrics, caps) once the stream has ended.
-        body = StreamingBody(exchange, chunk, deadline=deadline)
-        return PassThroughResponse(body, status=start["status"], headers=headers)
+        stream = StreamingBody(exchange, chunk, deadline=deadline)
+        return PassThroughResponse(stream, status=start["status"], headers=headers)
 
 
 class _AcceptHeader:

@@ -31,10 +31,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Coroutine
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
+from typing import cast
 
 from app.bridge.event_loop import ServingLoop
 from app.serving import run_slot
@@ -43,7 +45,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
     from starlette.types import ASGIApp
     from starlette.types import Message
+    from starlette.types import Receive
     from starlette.types import Scope
+    from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +111,20 @@ _ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 WATCH_INTERVAL = 0.5
 
 
+def _coroutine(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+    """The application's call, which create_task needs as a coroutine.
+
+    ASGI applications are coroutine functions; starlette types them as returning any awaitable.
+    """
+    return cast("Coroutine[Any, Any, None]", app(scope, receive, send))
+
+
 class _TimedOut:
     """What ``next_message(timeout=...)`` returns when nothing came in time."""
 
 
-TIMED_OUT: Any = _TimedOut()
+# Compared by identity only; typed as a message so that next_message keeps one return type.
+TIMED_OUT: Message = cast("Message", _TimedOut())
 
 
 def client_socket(environ: WSGIEnvironment) -> socket.socket | None:
@@ -177,7 +190,9 @@ class ASGIExchange:
         self._watched: socket.socket | None = None
         self._watch_pending: socket.socket | None = None
         self._queued_bytes = 0
-        self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
+        self._task: asyncio.Task[None] = self._loop.create_task(
+            _coroutine(app, scope, self._receive, self._send), context=context
+        )
         self._task.add_done_callback(self._wake)
 
     def watch_client(self, sock: socket.socket | None) -> None:
@@ -342,7 +357,7 @@ class ThreadedExchange:
 
     def _start(self, app: ASGIApp, scope: Scope, context: contextvars.Context) -> None:
         self._disconnect = asyncio.Event()
-        self._task = self._loop.create_task(app(scope, self._receive, self._send), context=context)
+        self._task = self._loop.create_task(_coroutine(app, scope, self._receive, self._send), context=context)
         self._task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:

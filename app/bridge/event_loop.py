@@ -83,7 +83,7 @@ def _register_exit(pool: LoopPool | LoopThread) -> None:
             pass
 
 
-class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class ReadyFirstSelector(selectors.DefaultSelector):
     """A selector that does not poll while the loop has callbacks ready to run, up to a bound.
 
     asyncio polls its selector once per loop iteration, with a zero timeout when
@@ -112,7 +112,7 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
                 self._skipped += 1
                 return []
             self._skipped = 0
-            return super().select(timeout)  # type: ignore[no-any-return]
+            return super().select(timeout)
         self._skipped = 0
         if self.stop_when_idle is not None:
             self.stop_when_idle.stop()
@@ -122,7 +122,7 @@ class ReadyFirstSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
             hook()
         # The loop has nothing to run until a timer or a socket: another request may run meanwhile.
         with run_slot.released():
-            return super().select(timeout)  # type: ignore[no-any-return]
+            return super().select(timeout)
 
 
 class ServingLoop:

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http import EventStore
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
@@ -25,12 +26,12 @@ from app.event_store import SessionEventStore
 class ResumableSessionManager(StreamableHTTPSessionManager):
     """A stateful manager whose sessions resume from one shared store, each seeing only its own events."""
 
-    def __init__(self, *args: Any, event_store: EventStore | None, max_age: float, **kwargs: Any) -> None:
+    def __init__(self, app: Server[Any], *, event_store: EventStore | None, max_age: float, **kwargs: Any) -> None:
         self._shared_store: EventStore | None = None
         self._max_age = max_age
-        super().__init__(*args, event_store=event_store, **kwargs)
+        super().__init__(app, event_store=event_store, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def event_store(self) -> EventStore | None:
         """A new view for each read: the SDK reads it once per session transport it creates."""
         if self._shared_store is None:

@@ -34,10 +34,13 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 from typing import TypeVar
+from typing import cast
 
+from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 
@@ -45,7 +48,6 @@ from app.auth.jwt_access_token import normalize_audience
 from app.dev_issuer.errors import InvalidDPoPProofError
 from app.dev_issuer.errors import InvalidTargetError
 from app.dev_issuer.models import AuthorizationCode
-from app.dev_issuer.models import Client
 from app.dev_issuer.models import RefreshToken
 from app.dev_issuer.models import User
 from app.dev_issuer.models import digest
@@ -89,6 +91,7 @@ class ResourceIndicator:
 
     def requested(self, request: OAuth2Request) -> str:
         """The single resource the request names (absent: this server's), or ``invalid_target``."""
+        assert request.payload is not None  # set when authlib made the request
         values = request.payload.datalist.get("resource", [])
         if len(values) > 1:
             raise InvalidTargetError(f"Only one resource can be requested: {self.resource_url}")
@@ -119,6 +122,7 @@ class TokenEndpointGrant:
     def generate_token(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         binding = dpop_binding.set(getattr(self.request, "dpop_jkt", None))
         try:
+            # A mixin: the grant class after it in the MRO has generate_token, which authlib leaves untyped.
             return super().generate_token(*args, **kwargs)  # type: ignore[misc,no-any-return]
         finally:
             dpop_binding.reset(binding)
@@ -167,6 +171,7 @@ class AuthorizationCodeGrant(SingleUse, TokenEndpointGrant, grants.Authorization
     server: DevAuthorizationServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        assert request.payload is not None and request.client is not None and request.user is not None
         data = request.payload.data
         self.server.storage.add(
             AuthorizationCode(
@@ -183,14 +188,15 @@ class AuthorizationCodeGrant(SingleUse, TokenEndpointGrant, grants.Authorization
             int(time.time()),
         )
 
-    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+    def query_authorization_code(self, code: str, client: ClientMixin) -> AuthorizationCode | None:
         record = self.server.storage.find(AuthorizationCode, digest(code))
         return self.usable(record if record is not None and record.client_id == client.get_client_id() else None)
 
     def create_token_response(self) -> tuple[int, Any, Any]:
-        record: AuthorizationCode = self.request.authorization_code
+        # What query_authorization_code returned, which authlib's stub cannot know.
+        record = cast(AuthorizationCode, self.request.authorization_code)
         self.claim(record)
-        return super().create_token_response()  # type: ignore[no-any-return]
+        return super().create_token_response()
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to delete: the code stays, marked used, so that a replay is recognised."""
@@ -205,14 +211,16 @@ class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant)
     credential = "refresh token"
     server: DevAuthorizationServer
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+    # None (authlib's stub says a token) makes authlib answer invalid_grant.
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:  # type: ignore[override]
         record = self.server.storage.find(RefreshToken, digest(refresh_token))
         return self.usable(record if record is not None and not record.is_revoked() else None)
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
         jkt: str | None = self.request.dpop_jkt  # type: ignore[attr-defined]
-        bound: str | None = self.request.refresh_token.jkt
+        # What authenticate_refresh_token returned, which authlib's stub cannot know.
+        bound = cast(RefreshToken, self.request.refresh_token).jkt
         # RFC 9449 section 5: for a public client's bound refresh token, "the binding MUST be validated
         # when the refresh token is later presented to get new access tokens".
         if bound is not None and jkt is None:
@@ -221,14 +229,14 @@ class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant)
             raise InvalidGrantError("The refresh token is bound to another DPoP key")
 
     def create_token_response(self) -> tuple[int, Any, Any]:
-        record: RefreshToken = self.request.refresh_token
+        record = cast(RefreshToken, self.request.refresh_token)
         self.claim(record)
-        return super().create_token_response()  # type: ignore[no-any-return]
+        return super().create_token_response()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User:
         return User(refresh_token.subject)
 
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+    def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
         """Already done: the token was claimed (marked spent) before the new one was issued."""
 
 

@@ -79,12 +79,14 @@ class Client(ClientMixin):
     def get_client_id(self) -> str:
         return self.client_id
 
-    def get_default_redirect_uri(self) -> str | None:
+    # None (authlib's stub says str) makes authlib require the redirect_uri parameter.
+    def get_default_redirect_uri(self) -> str | None:  # type: ignore[override]
         # OAuth 2.1 section 4.1.1: redirect_uri may be omitted only when exactly one is registered.
         uris = self.redirect_uris
         return uris[0] if len(uris) == 1 else None
 
-    def get_allowed_scope(self, scope: str | None) -> str:
+    # authlib passes the request's scope string, or None when it has none (its stub says a collection).
+    def get_allowed_scope(self, scope: str | None) -> str:  # type: ignore[override]
         """The requested scopes (already checked against the server's list), else the registered ones."""
         if not scope:
             scope = str(self.metadata.get("scope") or "")
@@ -129,7 +131,8 @@ class AuthorizationCode(AuthorizationCodeMixin):
         """Every refresh token issued from this code, and from their rotations, shares this."""
         return self.code_hash
 
-    def get_redirect_uri(self) -> str | None:
+    # None (authlib's stub says str) when the authorization request named no redirect_uri.
+    def get_redirect_uri(self) -> str | None:  # type: ignore[override]
         return self.redirect_uri
 
     def get_scope(self) -> str:

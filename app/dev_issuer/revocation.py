@@ -113,7 +113,7 @@ class IssuedAccessToken:
         return bool(client.get_client_id() == self.client_id)
 
 
-class TokenRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+class TokenRevocationEndpoint(RevocationEndpoint):
     """RFC 7009 at ``/dev-issuer/revoke``."""
 
     CLIENT_AUTH_METHODS = REVOCATION_AUTH_METHODS

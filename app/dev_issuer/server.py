@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from typing import cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc9207 import IssuerParameter
+from werkzeug.datastructures import Headers
 
 from app.auth.dpop import NonceRequired
 from app.auth.dpop import ProofError
@@ -103,7 +105,8 @@ class DevAuthorizationServer(AuthorizationServer):
         self.register_grant(RefreshTokenGrant)
         self.register_grant(ClientCredentialsGrant)
         self.register_extension(self.issuer_parameter)
-        self.register_endpoint(RegistrationEndpoint(self, self.metadata))
+        # authlib takes any endpoint with an ENDPOINT_NAME; its stub names only RFC 6749's Endpoint class.
+        self.register_endpoint(RegistrationEndpoint(self, self.metadata))  # type: ignore[arg-type]
         self.register_endpoint(TokenRevocationEndpoint(self, issuer, self.revoked))
 
     def revoke_family(self, family: str) -> int:
@@ -117,13 +120,14 @@ class DevAuthorizationServer(AuthorizationServer):
             return super().get_authorization_grant(request)
         except UnsupportedResponseTypeError as error:
             # Authlib 1.9.9 passes its arguments in the wrong order and answers error_description="token".
-            response_type = request.payload.response_type
+            response_type = request.payload.response_type if request.payload is not None else None
             error.description = safe_description(f"response_type={response_type} is not supported")
             raise
 
     def dpop_proof(self, request: OAuth2Request) -> str | None:
         """RFC 9449 section 5: the thumbprint of the key a token request's proof was made with, if any."""
-        values = request.headers.getlist("DPoP") if self.proofs is not None else []
+        # The Flask integration's requests carry Werkzeug's headers; authlib's stub says a plain mapping.
+        values = cast(Headers, request.headers).getlist("DPoP") if self.proofs is not None else []
         if not values:
             if self.dpop_required:
                 raise InvalidDPoPProofError("This authorization server issues DPoP-bound tokens only: send a proof")
@@ -136,13 +140,14 @@ class DevAuthorizationServer(AuthorizationServer):
         except ProofError as error:
             raise InvalidDPoPProofError(str(error)) from None
 
-    def query_client(self, client_id: str) -> Client | None:
+    # None (authlib's stub says a client) makes authlib answer invalid_client.
+    def query_client(self, client_id: str) -> Client | None:  # type: ignore[override]
         if is_metadata_document_url(client_id):
             return self.documents.client(client_id)
         return self.storage.client(client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        client: Client = request.client
+        client = cast(Client, request.client)  # what query_client returned, which authlib's stub cannot know
         subject = request.user.get_user_id() if request.user is not None else client.client_id
         refresh_token = token.get("refresh_token")
         jkt: str | None = getattr(request, "dpop_jkt", None)
@@ -159,6 +164,7 @@ class DevAuthorizationServer(AuthorizationServer):
             now,
         )
         if refresh_token:
+            assert parent is not None  # only the code and refresh token grants issue refresh tokens
             # RFC 9449 section 5: refresh tokens of public clients are bound to the DPoP key;
             # confidential clients' are already bound to their credentials.
             public = client.token_endpoint_auth_method == PUBLIC_CLIENT
@@ -180,7 +186,7 @@ class DevAuthorizationServer(AuthorizationServer):
             "issued a%s access token%s for %s: client_id=%r sub=%r scope=%r",
             " DPoP-bound" if jkt is not None else "n",
             " and a refresh token" if refresh_token else "",
-            request.payload.grant_type,
+            request.payload.grant_type if request.payload is not None else None,
             client.client_id,
             subject,
             token.get("scope", ""),

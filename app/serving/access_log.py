@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import traceback
+from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
@@ -54,7 +55,7 @@ class AccessLogger(glogging.Logger):
         self._wanted = tuple(dict.fromkeys(_ATOM.findall(access_format)))
         self._pieces = _pieces(access_format)
 
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+    def access(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> None:
         """As gunicorn's, with the line written straight to its stream where that is all logging would do."""
         if not self.access_log_enabled:
             return
@@ -85,7 +86,10 @@ class AccessLogger(glogging.Logger):
                 parts.append(value.replace('"', '\\"') if isinstance(value, str) else str(value))
         return "".join(parts)
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> dict[str, Any]:
+    # The stub's TypedDict leaves out the {header}i/{header}o/{key}e atoms gunicorn's own atoms() has too.
+    def atoms(  # type: ignore[override]
+        self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta
+    ) -> dict[str, Any]:
         atoms: dict[str, Any] = {}
         for key in self._wanted:
             if key.startswith("{"):
@@ -99,14 +103,15 @@ class AccessLogger(glogging.Logger):
                     atoms[key] = value
         return atoms
 
-    def _atom(self, key: str, resp: Any, environ: dict[str, Any], request_time: timedelta) -> Any:
+    def _atom(self, key: str, resp: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> Any:
         # As gunicorn.glogging.Logger.atoms.
         if key == "h":
             return environ.get("REMOTE_ADDR", "-")
         if key == "l":
             return "-"
         if key == "u":
-            return self._get_user(environ) or "-"
+            # Private in gunicorn and not in its stub; tests/test_dependency_internals.py checks it is there.
+            return self._get_user(environ) or "-"  # type: ignore[attr-defined]
         if key == "t":
             return self.now()
         if key == "r":
@@ -143,7 +148,7 @@ class AccessLogger(glogging.Logger):
         return _UNKNOWN  # not an atom gunicorn knows: SafeAtoms shows "-"
 
     @staticmethod
-    def _variable(kind: str, name: str, resp: Any, req: Any, environ: dict[str, Any]) -> Any:
+    def _variable(kind: str, name: str, resp: Any, req: Any, environ: MutableMapping[str, Any]) -> Any:
         if kind == "i":
             headers = req.headers if hasattr(req, "headers") else req
             pairs = headers.items() if hasattr(headers, "items") else headers

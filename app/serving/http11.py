@@ -35,19 +35,22 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import cast
 
 from gunicorn import http as gunicorn_http
 from gunicorn import sock as gunicorn_sock
 from gunicorn import util
 from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE
 from gunicorn.http.message import MAX_HEADERS
 from gunicorn.http.message import MAX_REQUEST_LINE
 from gunicorn.http.message import RFC9110_5_3_SINGLETON_FIELDS
-from gunicorn.http.message import RFC9112_TARGET_INVALID
+from gunicorn.http.message import RFC9112_TARGET_INVALID  # type: ignore[attr-defined]  # types-gunicorn 26.2 lags gunicorn 27
 
 try:
     import gunicorn_h1c
@@ -301,7 +304,7 @@ class ClientConnection:
     def _handle_failure(self, error: BaseException) -> None:
         if isinstance(error, ConnectionClosed):
             return
-        if isinstance(error, gunicorn_http.errors.NoMoreData):
+        if isinstance(error, NoMoreData):
             self.worker.log.debug("Ignored premature client disconnection. %s", error)
         elif isinstance(error, StopIteration):
             self.worker.log.debug("Closing connection. %s", error)
@@ -448,7 +451,7 @@ class ClientConnection:
         last = 0
         while True:
             try:
-                return gunicorn_h1c.parse_request(  # type: ignore[no-any-return]
+                return gunicorn_h1c.parse_request(
                     self.buffer,
                     last_len=last,
                     limit_request_line=limits.request_line,
@@ -571,20 +574,22 @@ class ClientConnection:
         self.buffer = b""
         req = next(parser)
         self.requests += 1
-        resp, environ = gunicorn_wsgi.create(
+        response, environ = gunicorn_wsgi.create(
             req, self.sock, self.client, self.server, self.cfg, response_class=CoalescingResponse
         )
+        resp = cast(CoalescingResponse, response)  # the stubs type create's answer as the base Response
         environ["wsgi.multithread"] = True
         keep_alive = self._respond(req, resp, environ)
         if keep_alive:
-            keep_alive = bool(parser.finish_body(deadline=time.monotonic() + BODY_DRAIN_TIMEOUT))
+            # types-gunicorn 26.2 lags gunicorn 27, whose finish_body says whether the body was drained.
+            keep_alive = bool(parser.finish_body(deadline=time.monotonic() + BODY_DRAIN_TIMEOUT))  # type: ignore[func-returns-value]
         if keep_alive:
             self.buffer = parser.unreader.take_buffered()
         return keep_alive
 
     # -- both paths
 
-    def _respond(self, req: Any, resp: CoalescingResponse, environ: dict[str, Any]) -> bool:
+    def _respond(self, req: Any, resp: CoalescingResponse, environ: MutableMapping[str, Any]) -> bool:
         """Run the app for one request and send its answer; whether the connection stays open."""
         worker = self.worker
         cfg = self.cfg
@@ -600,7 +605,8 @@ class ClientConnection:
                 resp.force_close()
             if not worker.alive or not cfg.keepalive:
                 resp.force_close()
-            respiter = worker.wsgi(environ, resp.start_response)
+            # The stubs type a WSGI app's start_response without exc_info and without the write it returns.
+            respiter = worker.wsgi(environ, resp.start_response)  # type: ignore[arg-type]
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -631,7 +637,7 @@ class ClientConnection:
 
 def base_environ(cfg: Config, client: Any, server: Any, sock: socket.socket) -> dict[str, Any]:
     """The keys of a WSGI environ that stay the same for every request of one connection."""
-    environ = gunicorn_wsgi.base_environ(cfg)
+    environ = cast(dict[str, Any], gunicorn_wsgi.base_environ(cfg))  # a dict; the stub says MutableMapping
     environ["wsgi.multithread"] = True
     environ["gunicorn.socket"] = sock
     environ["SCRIPT_NAME"] = ""

@@ -87,7 +87,7 @@ def _http_date_once_a_second(http_date: Callable[..., str]) -> Callable[..., str
         if cache[0] != second:
             cache[1] = http_date(second)
             cache[0] = second
-        return cache[1]  # type: ignore[return-value]
+        return cache[1]  # type: ignore[return-value]  # a list of [second, text]: its [1] is always the text
 
     return cached
 
