@@ -97,17 +97,18 @@ def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> 
 class _SecondClock:
     """ISO 8601 UTC timestamps with milliseconds; the part up to the second is formatted once a second."""
 
+    _MILLISECONDS = tuple(f".{millisecond:03d}+00:00" for millisecond in range(1000))
+
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
 
     def __call__(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, millisecond = divmod(time.time_ns() // 1_000_000, 1000)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+        return self._prefix + self._MILLISECONDS[millisecond]
 
 
 _utc_timestamp = _SecondClock()
@@ -195,5 +196,8 @@ class AuditLines:
 
 
 def _write(head: str, tail: str, started: float) -> None:
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    write_line(audit_logger, logging.INFO, f"{head}{duration_ms!r}{tail}")
+    # repr(round(milliseconds, 2)), as json.dumps writes it, for a third of the cost of round() and repr.
+    duration_ms = f"{(time.perf_counter() - started) * 1000:.2f}".rstrip("0")
+    if duration_ms[-1] == ".":
+        duration_ms += "0"
+    write_line(audit_logger, logging.INFO, f"{head}{duration_ms}{tail}")

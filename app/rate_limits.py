@@ -127,6 +127,7 @@ class RateLimits:
         self._storage = self._strategy.storage
         # Storage keys per caller and limit list: limits builds them with a string join per identifier.
         self._keys: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self._principals: dict[int, tuple[Principal, list[tuple[RateLimitItem, str, int]]]] = {}
         if settings.rate_limit_storage.startswith("memory://") and settings.workers > 1:
             logger.warning(
                 "rate limits count per worker process with MCP_RATE_LIMIT_STORAGE=memory://; "
@@ -158,11 +159,32 @@ class RateLimits:
 
     def admit(self, principal: Principal) -> Response | None:
         """None while this caller is within ``MCP_RATE_LIMIT``, else the 429 to answer."""
-        exceeded = self._exceeded(self._per_principal, "principal", principal.issuer, principal.sub)
+        counted = self._principals.get(id(principal))
+        if counted is None or counted[0] is not principal:
+            counted = self._count_principal(principal)
+        exceeded = None
+        try:
+            for item, key, expiry in counted[1]:
+                # FixedWindowRateLimiter.hit, with the key and expiry worked out once per caller.
+                if self._storage.incr(key, expiry, 1) > item.amount:
+                    reset = self._strategy.get_window_stats(item, "principal", principal.issuer, principal.sub)
+                    exceeded = item, max(1, int(reset.reset_time - time.time()) + 1)
+                    break
+        except Exception:
+            self._storage_failed()
         if exceeded is None:
             return None
         item, retry_after = exceeded
         return _too_many(f"Rate limit exceeded: {item}", retry_after, item)
+
+    def _count_principal(self, principal: Principal) -> tuple[Principal, list[tuple[RateLimitItem, str, int]]]:
+        if len(self._principals) >= KEY_CACHE_SIZE:
+            self._principals.clear()
+        identifiers = ("principal", principal.issuer, principal.sub)
+        limits = [(item, item.key_for(*identifiers), item.get_expiry()) for item in self._per_principal]
+        # The verifier hands out one Principal per token; the entry keeps it alive, so its id is not reused.
+        entry = self._principals[id(principal)] = (principal, limits)
+        return entry
 
     def check_outbound(self) -> None:
         """Before a call to the authorization server on this request's behalf: raise

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import traceback
+from collections.abc import Callable
 from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
@@ -104,48 +105,9 @@ class AccessLogger(glogging.Logger):
         return atoms
 
     def _atom(self, key: str, resp: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> Any:
-        # As gunicorn.glogging.Logger.atoms.
-        if key == "h":
-            return environ.get("REMOTE_ADDR", "-")
-        if key == "l":
-            return "-"
-        if key == "u":
-            # Private in gunicorn and not in its stub; tests/test_dependency_internals.py checks it is there.
-            return self._get_user(environ) or "-"  # type: ignore[attr-defined]
-        if key == "t":
-            return self.now()
-        if key == "r":
-            return "{} {} {}".format(environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"])
-        if key == "s":
-            status = resp.status
-            return status.split(None, 1)[0] if isinstance(status, str) else status
-        if key == "m":
-            return environ.get("REQUEST_METHOD")
-        if key == "U":
-            return environ.get("PATH_INFO")
-        if key == "q":
-            return environ.get("QUERY_STRING")
-        if key == "H":
-            return environ.get("SERVER_PROTOCOL")
-        if key == "b":
-            return getattr(resp, "sent", None) is not None and str(resp.sent) or "-"
-        if key == "B":
-            return getattr(resp, "sent", None)
-        if key == "f":
-            return environ.get("HTTP_REFERER", "-")
-        if key == "a":
-            return environ.get("HTTP_USER_AGENT", "-")
-        if key == "T":
-            return request_time.seconds
-        if key == "D":
-            return (request_time.seconds * 1000000) + request_time.microseconds
-        if key == "M":
-            return (request_time.seconds * 1000) + int(request_time.microseconds / 1000)
-        if key == "L":
-            return "%d.%06d" % (request_time.seconds, request_time.microseconds)  # noqa: UP031 (gunicorn's format)
-        if key == "p":
-            return f"<{os.getpid()}>"
-        return _UNKNOWN  # not an atom gunicorn knows: SafeAtoms shows "-"
+        # As gunicorn.glogging.Logger.atoms, one getter per atom: no chain of comparisons per request.
+        getter = _ATOM_GETTERS.get(key)
+        return _UNKNOWN if getter is None else getter(self, resp, environ, request_time)
 
     @staticmethod
     def _variable(kind: str, name: str, resp: Any, req: Any, environ: MutableMapping[str, Any]) -> Any:
@@ -164,3 +126,47 @@ class AccessLogger(glogging.Logger):
             if key.lower() == name:
                 found = value  # gunicorn's dict keeps the last one
         return found
+
+
+def _status(resp: Any) -> Any:
+    status = resp.status
+    return status.split(None, 1)[0] if isinstance(status, str) else status
+
+
+class _ProcessId:
+    """``<pid>`` as the ``p`` atom shows it, asked of the kernel once per process rather than once per line."""
+
+    def __init__(self) -> None:
+        self.atom = f"<{os.getpid()}>"
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.atom = f"<{os.getpid()}>"
+
+
+_process_id = _ProcessId()
+_Getter = Callable[[AccessLogger, Any, MutableMapping[str, Any], timedelta], Any]
+# Private in gunicorn and not in its stub (u): tests/test_dependency_internals.py checks it is there.
+_ATOM_GETTERS: dict[str, _Getter] = {
+    "h": lambda log, resp, environ, took: environ.get("REMOTE_ADDR", "-"),
+    "l": lambda log, resp, environ, took: "-",
+    "u": lambda log, resp, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]
+    "t": lambda log, resp, environ, took: log.now(),
+    "r": lambda log, resp, environ, took: (
+        f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
+    ),
+    "s": lambda log, resp, environ, took: _status(resp),
+    "m": lambda log, resp, environ, took: environ.get("REQUEST_METHOD"),
+    "U": lambda log, resp, environ, took: environ.get("PATH_INFO"),
+    "q": lambda log, resp, environ, took: environ.get("QUERY_STRING"),
+    "H": lambda log, resp, environ, took: environ.get("SERVER_PROTOCOL"),
+    "b": lambda log, resp, environ, took: getattr(resp, "sent", None) is not None and str(resp.sent) or "-",
+    "B": lambda log, resp, environ, took: getattr(resp, "sent", None),
+    "f": lambda log, resp, environ, took: environ.get("HTTP_REFERER", "-"),
+    "a": lambda log, resp, environ, took: environ.get("HTTP_USER_AGENT", "-"),
+    "T": lambda log, resp, environ, took: took.seconds,
+    "D": lambda log, resp, environ, took: (took.seconds * 1000000) + took.microseconds,
+    "M": lambda log, resp, environ, took: (took.seconds * 1000) + int(took.microseconds / 1000),
+    "L": lambda log, resp, environ, took: "%d.%06d" % (took.seconds, took.microseconds),  # noqa: UP031 (gunicorn's)
+    "p": lambda log, resp, environ, took: _process_id.atom,
+}

@@ -88,3 +88,27 @@ def test_the_same_lines_in_the_file_as_gunicorn(
         written[logger_class.__name__] = path.read_text()
     assert written["AccessLogger"] == written["Logger"]
     assert written["Logger"].count("\n") == 2
+
+
+def test_a_forked_worker_names_its_own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pid is asked once per process: a worker forked after the logger was set up still shows its own."""
+    import os
+
+    cfg = Config()
+    cfg.set("access_log_format", "%(p)s")
+    logger = AccessLogger(cfg)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            atom = logger.atoms(Response(), Request(), ENVIRON, timedelta())["p"]
+            os.write(write, f"{atom} <{os.getpid()}>".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    reported = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    seen, own = reported.split(" ")
+    assert seen == own != f"<{os.getpid()}>"
+    assert logger.atoms(Response(), Request(), ENVIRON, timedelta())["p"] == f"<{os.getpid()}>"
