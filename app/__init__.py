@@ -163,5 +163,6 @@ def start_worker(app: Flask, stopping: Callable[[], bool] | None = None) -> None
 
 
 def stop_worker(app: Flask) -> None:
-    """Close the worker's event loops, so their threads end and the process can exit."""
+    """Close the worker's event loops, so their threads end and the process can exit; write the last counts."""
     app.extensions["mcp_bridge"].stop_worker()
+    metrics.tallies.flush()  # atexit would too, unless the process ends without running it
