@@ -52,6 +52,8 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 STORAGE_ERROR_LOG_INTERVAL = 60.0
+# The identifiers of one caller's counters, and each limit with its storage key and window length.
+_Counters = tuple[tuple[str, ...], list[tuple[RateLimitItem, str, int]]]
 KEY_CACHE_SIZE = 4096
 
 
@@ -126,8 +128,8 @@ class RateLimits:
         self._last_storage_error = 0.0
         self._storage = self._strategy.storage
         # Storage keys per caller and limit list: limits builds them with a string join per identifier.
-        self._keys: dict[tuple[int, tuple[str, ...]], list[str]] = {}
-        self._principals: dict[int, tuple[Principal, list[tuple[RateLimitItem, str, int]]]] = {}
+        self._keys: dict[tuple[int, tuple[str, ...]], _Counters] = {}
+        self._principals: dict[int, tuple[Principal, _Counters]] = {}
         if settings.rate_limit_storage.startswith("memory://") and settings.workers > 1:
             logger.warning(
                 "rate limits count per worker process with MCP_RATE_LIMIT_STORAGE=memory://; "
@@ -139,18 +141,26 @@ class RateLimits:
     def from_settings(cls, settings: Settings) -> RateLimits | None:
         return cls(settings) if settings.rate_limit is not None else None
 
-    def _exceeded(self, items: list[RateLimitItem], *identifiers: str) -> tuple[RateLimitItem, int] | None:
+    def _counters(self, items: list[RateLimitItem], identifiers: tuple[str, ...]) -> _Counters:
+        """Each limit with its storage key and window length: limits builds a key with a string join per hit."""
+        cached = (id(items), identifiers)
+        counters = self._keys.get(cached)
+        if counters is None:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            counters = self._keys[cached] = (
+                identifiers,
+                [(item, item.key_for(*identifiers), item.get_expiry()) for item in items],
+            )
+        return counters
+
+    def _exceeded(self, counters: _Counters) -> tuple[RateLimitItem, int] | None:
         """Count one hit against every limit; the first one exceeded and the seconds until it resets."""
+        identifiers, limits = counters
         try:
-            cached = (id(items), identifiers)
-            keys = self._keys.get(cached)
-            if keys is None:
-                if len(self._keys) >= KEY_CACHE_SIZE:
-                    self._keys.clear()
-                keys = self._keys[cached] = [item.key_for(*identifiers) for item in items]
-            for item, key in zip(items, keys, strict=True):
+            for item, key, expiry in limits:
                 # FixedWindowRateLimiter.hit, with the key built once.
-                if self._storage.incr(key, item.get_expiry(), 1) > item.amount:
+                if self._storage.incr(key, expiry, 1) > item.amount:
                     reset = self._strategy.get_window_stats(item, *identifiers).reset_time
                     return item, max(1, int(reset - time.time()) + 1)
         except Exception:
@@ -159,32 +169,18 @@ class RateLimits:
 
     def admit(self, principal: Principal) -> Response | None:
         """None while this caller is within ``MCP_RATE_LIMIT``, else the 429 to answer."""
-        counted = self._principals.get(id(principal))
-        if counted is None or counted[0] is not principal:
-            counted = self._count_principal(principal)
-        exceeded = None
-        try:
-            for item, key, expiry in counted[1]:
-                # FixedWindowRateLimiter.hit, with the key and expiry worked out once per caller.
-                if self._storage.incr(key, expiry, 1) > item.amount:
-                    reset = self._strategy.get_window_stats(item, "principal", principal.issuer, principal.sub)
-                    exceeded = item, max(1, int(reset.reset_time - time.time()) + 1)
-                    break
-        except Exception:
-            self._storage_failed()
+        cached = self._principals.get(id(principal))
+        if cached is None or cached[0] is not principal:
+            if len(self._principals) >= KEY_CACHE_SIZE:
+                self._principals.clear()
+            counters = self._counters(self._per_principal, ("principal", principal.issuer, principal.sub))
+            # The verifier hands out one Principal per token; the entry keeps it alive, so its id is not reused.
+            cached = self._principals[id(principal)] = (principal, counters)
+        exceeded = self._exceeded(cached[1])
         if exceeded is None:
             return None
         item, retry_after = exceeded
         return _too_many(f"Rate limit exceeded: {item}", retry_after, item)
-
-    def _count_principal(self, principal: Principal) -> tuple[Principal, list[tuple[RateLimitItem, str, int]]]:
-        if len(self._principals) >= KEY_CACHE_SIZE:
-            self._principals.clear()
-        identifiers = ("principal", principal.issuer, principal.sub)
-        limits = [(item, item.key_for(*identifiers), item.get_expiry()) for item in self._per_principal]
-        # The verifier hands out one Principal per token; the entry keeps it alive, so its id is not reused.
-        entry = self._principals[id(principal)] = (principal, limits)
-        return entry
 
     def check_outbound(self) -> None:
         """Before a call to the authorization server on this request's behalf: raise
@@ -216,7 +212,7 @@ class RateLimits:
 
     def refuse(self, address: str | None) -> Response | None:
         """Count one refused credential from ``address``; the 429 to answer instead once past the limit."""
-        exceeded = self._exceeded(self._failed_auth, "failed-auth", address or "unknown")
+        exceeded = self._exceeded(self._counters(self._failed_auth, ("failed-auth", address or "unknown")))
         if exceeded is None:
             return None
         item, retry_after = exceeded

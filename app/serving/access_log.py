@@ -28,7 +28,6 @@ from app.log_lines import plain_handler
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
 _PIECE = re.compile(r"%\(([^)]+)\)s")
-_UNKNOWN = object()
 
 
 def _pieces(access_format: str) -> list[tuple[str, str | None]] | None:
@@ -47,13 +46,15 @@ def _pieces(access_format: str) -> list[tuple[str, str | None]] | None:
 class AccessLogger(glogging.Logger):
     """``gunicorn.glogging.Logger`` whose ``atoms`` computes only what the access log format uses."""
 
-    _wanted: tuple[str, ...] = ()
+    # Each atom the format names with its getter, chosen once; None for {header}i/o, {key}e and unknown atoms.
+    _getters: tuple[tuple[str, _Getter | None], ...] = ()
     _pieces: list[tuple[str, str | None]] | None = None
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         access_format = cfg.access_log_format or ""
-        self._wanted = tuple(dict.fromkeys(_ATOM.findall(access_format)))
+        wanted = dict.fromkeys(_ATOM.findall(access_format))
+        self._getters = tuple((key, _ATOM_GETTERS.get(key)) for key in wanted)
         self._pieces = _pieces(access_format)
 
     def access(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> None:
@@ -92,22 +93,15 @@ class AccessLogger(glogging.Logger):
         self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta
     ) -> dict[str, Any]:
         atoms: dict[str, Any] = {}
-        for key in self._wanted:
-            if key.startswith("{"):
+        for key, getter in self._getters:
+            if getter is not None:
+                atoms[key] = getter(self, resp, environ, request_time)
+            elif key.startswith("{"):
                 name, _, kind = key[1:].rpartition("}")
                 value = self._variable(kind, name.lower(), resp, req, environ)
                 if value is not None:
                     atoms[key.lower()] = value
-            else:
-                value = self._atom(key, resp, environ, request_time)
-                if value is not _UNKNOWN:
-                    atoms[key] = value
         return atoms
-
-    def _atom(self, key: str, resp: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> Any:
-        # As gunicorn.glogging.Logger.atoms, one getter per atom: no chain of comparisons per request.
-        getter = _ATOM_GETTERS.get(key)
-        return _UNKNOWN if getter is None else getter(self, resp, environ, request_time)
 
     @staticmethod
     def _variable(kind: str, name: str, resp: Any, req: Any, environ: MutableMapping[str, Any]) -> Any:
