@@ -117,6 +117,7 @@ class ConnectionWorker(base.Worker):
         self._listening = False
         self._stopping = False
         self._stop_started = 0.0
+        self._listeners_closed = threading.Event()
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -189,7 +190,9 @@ class ConnectionWorker(base.Worker):
         self._wake()
         deadline = time.monotonic() + self.cfg.graceful_timeout
         next_heartbeat = 0.0
-        while self.connections:
+        # No connections is only the end once nothing more can be accepted: until the serving thread has
+        # closed the listeners it may accept one more, which an exit now would drop unanswered.
+        while self.connections or not self._listeners_closed.is_set():
             now = time.monotonic()
             if now >= deadline:
                 self.log.warning("graceful timeout: %d connection(s) still open", len(self.connections))
@@ -403,6 +406,7 @@ class ConnectionWorker(base.Worker):
                 # the other workers at once instead of queueing them here until the end.
                 util.close(listener)
             self._listeners = {}
+            self._listeners_closed.set()
         if time.monotonic() - self._stop_started >= self._linger():
             for connection in list(self.connections.values()):
                 if connection.armed:
