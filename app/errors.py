@@ -94,19 +94,15 @@ class TooManyRequests(RetryLater):
 
 
 class Forbidden(JSONError):
-    """403: the request is understood and refused; ``error`` names why."""
+    """RFC 9110 section 15.5.4 (403): the request is understood and refused."""
 
     status_code = 403
-
-    def __init__(self, error: str, description: str, *, headers: Headers = ()) -> None:
-        super().__init__(description, headers=headers)
-        self.error = error
+    error = "forbidden"
 
 
-class ForbiddenOrigin(JSONError):
+class ForbiddenOrigin(Forbidden):
     """MCP Streamable HTTP: "If the Origin header is present and invalid, servers MUST respond with 403"."""
 
-    status_code = 403
     error = "forbidden_origin"
 
 
@@ -115,16 +111,6 @@ class MisdirectedRequest(JSONError):
 
     status_code = 421
     error = "misdirected_request"
-
-
-class MethodNotAllowed(JSONError):
-    """RFC 9110 section 15.5.6 (405), with the ``Allow`` header it requires."""
-
-    status_code = 405
-    error = "method_not_allowed"
-
-    def __init__(self, description: str, *, allow: Iterable[str]) -> None:
-        super().__init__(description, headers=[("Allow", ", ".join(allow))])
 
 
 class InvalidClientMetadata(JSONError):

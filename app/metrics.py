@@ -314,7 +314,6 @@ class MetricsEndpoint:
         forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
         if forwarded or not is_loopback_host(request.remote_addr):
             return Forbidden(
-                "forbidden",
                 "Metrics are served only to direct loopback requests, or with MCP_METRICS_TOKEN",
                 headers=[("Cache-Control", "no-store")],
             ).response()

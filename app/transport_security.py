@@ -115,7 +115,6 @@ class TransportSecurity:
             f"{peer} via a proxy" if forwarded else peer,
         )
         return Forbidden(
-            "forbidden",
             "Development mode (MCP_DEV=1) answers requests from this machine only: its authorization server "
             "issues tokens to anyone who asks. To let other machines in, knowing that, set MCP_DEV_ALLOW_REMOTE=1",
         ).response()

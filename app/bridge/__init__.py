@@ -38,6 +38,7 @@ from flask import g
 from flask import request
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from werkzeug.exceptions import MethodNotAllowed
 
 from app.bridge.asgi_to_wsgi import TIMED_OUT
 from app.bridge.asgi_to_wsgi import ASGIExchange
@@ -52,7 +53,6 @@ from app.bridge.event_loop import LoopPool
 from app.bridge.event_loop import LoopThread
 from app.bridge.legacy_sse import legacy_paths
 from app.bridge.stateful import StatefulTransports
-from app.errors import MethodNotAllowed
 from app.errors import ServerError
 from app.mcp_request import current_mcp_request
 
@@ -207,8 +207,8 @@ class MCPBridge:
         if request.method != "POST" and not self.stateful:
             # Stateless: no session to resume or delete, and a standalone GET
             # stream could never carry anything while it held a worker thread.
-            # Streamable HTTP allows 405 for both.
-            return MethodNotAllowed("This server is stateless: send every message as a POST", allow=["POST"]).response()
+            # Streamable HTTP allows 405 for both; Werkzeug's 405 carries the Allow header RFC 9110 requires.
+            raise MethodNotAllowed(["POST"], "This server is stateless: send every message as a POST")
         body = request.get_data(cache=True) if request.method == "POST" else b""
         # The authentication hook has verified the caller of every request that reaches the endpoint.
         principal, token = g.get("principal"), g.get("access_token")
