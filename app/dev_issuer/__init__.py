@@ -81,13 +81,7 @@ def init_app(
         nonces = Nonces(issuer.state_secret, "authorization server") if settings.dpop_nonce else None
         proofs = ProofVerifier.from_settings(settings, replays, nonces)
     authorization_server = DevAuthorizationServer(
-        issuer,
-        revoked.storage,
-        ScopeCatalogue.build(settings.scopes_supported, policy),
-        token_lifetime=settings.dev_token_lifetime,
-        proofs=proofs,
-        dpop_required=settings.dpop == "required",
-        revoked=revoked,
+        issuer, settings, ScopeCatalogue.build(settings.scopes_supported, policy), revoked, proofs
     )
     app.extensions[EXTENSION_KEY] = issuer
     app.extensions["dev_authorization_server"] = authorization_server

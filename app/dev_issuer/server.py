@@ -48,9 +48,9 @@ from app.dev_issuer.revocation import RevokedAccessTokens
 from app.dev_issuer.revocation import TokenRevocationEndpoint
 from app.dev_issuer.scopes import ScopeCatalogue
 from app.dev_issuer.signing import DevIssuer
-from app.dev_issuer.storage import Storage
 from app.dev_issuer.tokens import AccessTokenGenerator
 from app.dev_issuer.tokens import unverified_claims
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +69,19 @@ class DevAuthorizationServer(AuthorizationServer):
     def __init__(
         self,
         issuer: DevIssuer,
-        storage: Storage,
+        settings: Settings,
         scopes: ScopeCatalogue,
-        *,
-        token_lifetime: int,
-        documents: ClientMetadataDocuments | None = None,
+        revoked: RevokedAccessTokens,
         proofs: ProofVerifier | None = None,
-        dpop_required: bool = False,
-        revoked: RevokedAccessTokens | None = None,
     ) -> None:
-        """``proofs`` checks DPoP proofs (None: DPoP is off and a proof is ignored, RFC 9449 section 5);
-        ``dpop_required``: a token request without a proof is refused. ``revoked``: the revoked access
-        tokens the resource server refuses (made from ``storage`` when not given)."""
+        """``revoked``: the revoked access tokens the resource server refuses; their storage keeps the rest
+        of this server's state (clients, codes, refresh tokens). ``proofs`` checks DPoP proofs (None: DPoP
+        is off and a proof is ignored, RFC 9449 section 5); with MCP_DPOP=required a token request without
+        a proof is refused."""
         super().__init__()
-        self.storage = storage
-        self.revoked = revoked or RevokedAccessTokens(storage)
-        self.documents = documents or ClientMetadataDocuments(storage)
+        self.storage = revoked.storage
+        self.revoked = revoked
+        self.documents = ClientMetadataDocuments(self.storage)
         self.catalogue = scopes
         self.scopes_supported = list(scopes.supported)
         self.resource_url = issuer.resource_url
@@ -94,13 +91,13 @@ class DevAuthorizationServer(AuthorizationServer):
             issuer.issuer, scopes.supported, dpop_algorithms=proofs.algorithms if proofs is not None else ()
         )
         self.proofs = proofs
-        self.dpop_required = dpop_required and proofs is not None
+        self.dpop_required = settings.dpop == "required" and proofs is not None
         # The htu of token requests' proofs: the token endpoint as the metadata names it, from settings.
         token_url = normalize_htu(self.metadata["token_endpoint"])
         assert token_url is not None
         self.token_url = token_url
 
-        self.register_token_generator("default", AccessTokenGenerator(issuer, lifetime=token_lifetime))
+        self.register_token_generator("default", AccessTokenGenerator(issuer, lifetime=settings.dev_token_lifetime))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), self.resource])
         self.register_grant(RefreshTokenGrant)
         self.register_grant(ClientCredentialsGrant)
