@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import NamedTuple
 from typing import Protocol
 from typing import cast
 from urllib.parse import urlsplit
@@ -292,8 +293,7 @@ class Proof:
     next_nonce: str | None = None
 
 
-@dataclass(frozen=True)
-class _ProofKey:
+class _ProofKey(NamedTuple):
     """What a proof's protected header yields once checked: remembered by the header's exact bytes."""
 
     alg: JWSAlgModel
@@ -357,12 +357,12 @@ class ProofVerifier:
         if len(segments) != 3 or not all(segments) or not value.isascii():
             raise ProofError(MALFORMED)
         header_segment, payload_segment, signature_segment = segments
-        proof_key = self._keys.get(header_segment) or self._proof_key(header_segment)
+        alg, key, jkt = self._keys.get(header_segment) or self._proof_key(header_segment)
 
         # Check 6: "The JWT signature verifies with the public key contained in the jwk JOSE Header Parameter."
         try:
             signing_input = f"{header_segment}.{payload_segment}".encode()
-            valid = proof_key.alg.verify(signing_input, urlsafe_b64decode(signature_segment.encode()), proof_key.key)
+            valid = alg.verify(signing_input, urlsafe_b64decode(signature_segment.encode()), key)
         except (JoseError, ValueError, TypeError):
             valid = False
         if not valid:
@@ -415,10 +415,10 @@ class ProofVerifier:
         # Section 11.1: store "the jti value of each DPoP proof for the time window in which the
         # respective DPoP proof JWT would be accepted", in the context of the target URI. Last, so
         # that only proofs that would otherwise be accepted are remembered.
-        replay_key = hashlib.sha256(f"{url}\n{proof_key.jkt}\n{jti}".encode(errors="surrogatepass")).digest()[:16]
+        replay_key = hashlib.sha256(f"{url}\n{jkt}\n{jti}".encode(errors="surrogatepass")).digest()[:16]
         if not self._replays.first_use(replay_key, self._replay_ttl):
             raise ProofError("The DPoP proof was already used (jti)")
-        return Proof(proof_key.jkt, next_nonce)
+        return Proof(jkt, next_nonce)
 
     def _proof_key(self, header_segment: str) -> _ProofKey:
         """Check a proof's protected header and import its key; remembered by the header's exact bytes."""
