@@ -48,45 +48,39 @@ class AccessLogger(glogging.Logger):
 
     # Each atom the format names with its getter, chosen once; None for {header}i/o, {key}e and unknown atoms.
     _getters: tuple[tuple[str, _Getter | None], ...] = ()
-    _pieces: list[tuple[str, str | None]] | None = None
+    # The format compiled for writing lines straight to the stream, if it is plain ``%(atom)s`` pieces.
+    _compiled: CompiledFormat | None = None
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         access_format = cfg.access_log_format or ""
         wanted = dict.fromkeys(_ATOM.findall(access_format))
         self._getters = tuple((key, _ATOM_GETTERS.get(key)) for key in wanted)
-        self._pieces = _pieces(access_format)
+        pieces = _pieces(access_format)
+        self._compiled = CompiledFormat(pieces) if pieces is not None else None
 
     def access(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> None:
         """As gunicorn's, with the line written straight to its stream where that is all logging would do."""
         if not self.access_log_enabled:
             return
-        atoms = self.atoms(resp, req, environ, request_time)
-        handler = plain_handler(self.access_log, logging.INFO)
+        compiled = self._compiled
+        handler = plain_handler(self.access_log, logging.INFO) if compiled is not None else None
         try:
-            if handler is not None and self._pieces is not None:
-                keep_or_write(handler, self._render(atoms), lambda: self._log_through_logging(atoms))
+            if handler is not None:
+                assert compiled is not None
+                line = compiled.line(self, resp, req, environ, request_time)
+                keep_or_write(handler, line, lambda: self._log_line_through_logging(line))
             else:
+                atoms = self.atoms(resp, req, environ, request_time)
                 self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:
             self.error(traceback.format_exc())
 
-    def _log_through_logging(self, atoms: dict[str, Any]) -> None:
+    def _log_line_through_logging(self, line: str) -> None:
         try:
-            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
+            self.access_log.info("%s", line)
         except Exception:
             self.error(traceback.format_exc())
-
-    def _render(self, atoms: dict[str, Any]) -> str:
-        """``access_log_format % SafeAtoms(atoms)``, from the format's pieces read once."""
-        assert self._pieces is not None
-        parts = []
-        for literal, key in self._pieces:
-            parts.append(literal)
-            if key is not None:
-                value = atoms.get(key.lower() if key.startswith("{") else key, "-")
-                parts.append(value.replace('"', '\\"') if isinstance(value, str) else str(value))
-        return "".join(parts)
 
     # The stub's TypedDict leaves out the {header}i/{header}o/{key}e atoms gunicorn's own atoms() has too.
     def atoms(  # type: ignore[override]
@@ -95,7 +89,7 @@ class AccessLogger(glogging.Logger):
         atoms: dict[str, Any] = {}
         for key, getter in self._getters:
             if getter is not None:
-                atoms[key] = getter(self, resp, environ, request_time)
+                atoms[key] = getter(self, resp, req, environ, request_time)
             elif key.startswith("{"):
                 name, _, kind = key[1:].rpartition("}")
                 value = self._variable(kind, name.lower(), resp, req, environ)
@@ -139,28 +133,110 @@ class _ProcessId:
 
 
 _process_id = _ProcessId()
-_Getter = Callable[[AccessLogger, Any, MutableMapping[str, Any], timedelta], Any]
+_Getter = Callable[[AccessLogger, Any, Any, MutableMapping[str, Any], timedelta], Any]
 # Private in gunicorn and not in its stub (u): tests/test_dependency_internals.py checks it is there.
 _ATOM_GETTERS: dict[str, _Getter] = {
-    "h": lambda log, resp, environ, took: environ.get("REMOTE_ADDR", "-"),
-    "l": lambda log, resp, environ, took: "-",
-    "u": lambda log, resp, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]
-    "t": lambda log, resp, environ, took: log.now(),
-    "r": lambda log, resp, environ, took: (
+    "h": lambda log, resp, req, environ, took: environ.get("REMOTE_ADDR", "-"),
+    "l": lambda log, resp, req, environ, took: "-",
+    "u": lambda log, resp, req, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]
+    "t": lambda log, resp, req, environ, took: log.now(),
+    "r": lambda log, resp, req, environ, took: (
         f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
     ),
-    "s": lambda log, resp, environ, took: _status(resp),
-    "m": lambda log, resp, environ, took: environ.get("REQUEST_METHOD"),
-    "U": lambda log, resp, environ, took: environ.get("PATH_INFO"),
-    "q": lambda log, resp, environ, took: environ.get("QUERY_STRING"),
-    "H": lambda log, resp, environ, took: environ.get("SERVER_PROTOCOL"),
-    "b": lambda log, resp, environ, took: getattr(resp, "sent", None) is not None and str(resp.sent) or "-",
-    "B": lambda log, resp, environ, took: getattr(resp, "sent", None),
-    "f": lambda log, resp, environ, took: environ.get("HTTP_REFERER", "-"),
-    "a": lambda log, resp, environ, took: environ.get("HTTP_USER_AGENT", "-"),
-    "T": lambda log, resp, environ, took: took.seconds,
-    "D": lambda log, resp, environ, took: (took.seconds * 1000000) + took.microseconds,
-    "M": lambda log, resp, environ, took: (took.seconds * 1000) + int(took.microseconds / 1000),
-    "L": lambda log, resp, environ, took: "%d.%06d" % (took.seconds, took.microseconds),  # noqa: UP031 (gunicorn's)
-    "p": lambda log, resp, environ, took: _process_id.atom,
+    "s": lambda log, resp, req, environ, took: _status(resp),
+    "m": lambda log, resp, req, environ, took: environ.get("REQUEST_METHOD"),
+    "U": lambda log, resp, req, environ, took: environ.get("PATH_INFO"),
+    "q": lambda log, resp, req, environ, took: environ.get("QUERY_STRING"),
+    "H": lambda log, resp, req, environ, took: environ.get("SERVER_PROTOCOL"),
+    "b": lambda log, resp, req, environ, took: getattr(resp, "sent", None) is not None and str(resp.sent) or "-",
+    "B": lambda log, resp, req, environ, took: getattr(resp, "sent", None),
+    "f": lambda log, resp, req, environ, took: environ.get("HTTP_REFERER", "-"),
+    "a": lambda log, resp, req, environ, took: environ.get("HTTP_USER_AGENT", "-"),
+    "T": lambda log, resp, req, environ, took: took.seconds,
+    "D": lambda log, resp, req, environ, took: (took.seconds * 1000000) + took.microseconds,
+    "M": lambda log, resp, req, environ, took: (took.seconds * 1000) + int(took.microseconds / 1000),
+    "L": lambda log, resp, req, environ, took: "%d.%06d" % (took.seconds, took.microseconds),  # noqa: UP031 (gunicorn's)
+    "p": lambda log, resp, req, environ, took: _process_id.atom,
 }
+# The atoms that are one environ value each, with gunicorn's default for a missing key.
+_ENVIRON_ATOMS: dict[str, tuple[str, str | None]] = {
+    "h": ("REMOTE_ADDR", "-"),
+    "m": ("REQUEST_METHOD", None),
+    "U": ("PATH_INFO", None),
+    "q": ("QUERY_STRING", None),
+    "H": ("SERVER_PROTOCOL", None),
+    "f": ("HTTP_REFERER", "-"),
+    "a": ("HTTP_USER_AGENT", "-"),
+}
+
+
+class CompiledFormat:
+    """An access log format of plain ``%(atom)s`` pieces, turned once into a ``str.format`` template.
+
+    The line is ``access_format % SafeAtoms(atoms)``, built for every request: the
+    atoms read from the environ are one ``map`` of ``environ.get`` over their keys,
+    the others one call of their getter each, and the template numbers them so
+    their order in the line does not matter. SafeAtoms' quoting (``"`` becomes
+    ``\\"`` in string atoms) is needed only when a value holds a quote, which the
+    finished line tells by holding more quotes than the format's own text.
+    """
+
+    def __init__(self, pieces: list[tuple[str, str | None]]) -> None:
+        keys: list[str] = []
+        defaults: list[str | None] = []
+        getters: list[_Getter] = []
+        numbered: list[tuple[str, bool, int]] = []  # each piece's atom: from the environ or not, its index there
+        for _, key in pieces:
+            if key is None:
+                continue
+            if key in _ENVIRON_ATOMS:
+                environ_key, default = _ENVIRON_ATOMS[key]
+                numbered.append((key, True, len(keys)))
+                keys.append(environ_key)
+                defaults.append(default)
+            else:
+                numbered.append((key, False, len(getters)))
+                getters.append(_getter(key))
+        template = []
+        atoms = iter(numbered)
+        for literal, key in pieces:
+            template.append(literal.replace("{", "{{").replace("}", "}}"))
+            if key is not None:
+                _, from_environ, index = next(atoms)
+                template.append("{%d}" % (index if from_environ else len(keys) + index))  # noqa: UP031
+        self._template = "".join(template)
+        self._keys = tuple(keys)
+        self._defaults = tuple(defaults)
+        self._getters = tuple(getters)
+        self._own_quotes = sum(literal.count('"') for literal, _ in pieces)
+
+    def line(self, log: AccessLogger, resp: Any, req: Any, environ: MutableMapping[str, Any], took: timedelta) -> str:
+        values = [
+            *map(environ.get, self._keys, self._defaults),
+            *[g(log, resp, req, environ, took) for g in self._getters],
+        ]
+        line = self._template.format(*values)
+        if line.count('"') != self._own_quotes:
+            line = self._template.format(*[_quoted(value) for value in values])
+        return line
+
+
+def _quoted(value: Any) -> Any:
+    return value.replace('"', '\\"') if isinstance(value, str) else value
+
+
+def _getter(key: str) -> _Getter:
+    """The getter of one atom that is not a plain environ value; what SafeAtoms shows for a missing one is "-"."""
+    getter = _ATOM_GETTERS.get(key)
+    if getter is not None:
+        return getter
+    if key.startswith("{"):
+        name, _, kind = key[1:].rpartition("}")
+        name = name.lower()
+
+        def variable(log: AccessLogger, resp: Any, req: Any, environ: MutableMapping[str, Any], took: timedelta) -> Any:
+            value = log._variable(kind, name, resp, req, environ)
+            return "-" if value is None else value
+
+        return variable
+    return lambda log, resp, req, environ, took: "-"
