@@ -86,7 +86,7 @@ def init_app(app: Flask, *, enabled: bool = True, mcp_endpoint: str = "mcp") -> 
         response.headers.add(REQUEST_ID_HEADER, request_id)  # no view sets it: add, not a search-and-replace
         if enabled and req.endpoint == mcp_endpoint:
             head, tail = lines.line_around_duration(ctx, req, request_id, response.status_code)
-            started = ctx.get("request_started") or time.perf_counter()
+            started = ctx.__dict__.get("request_started") or time.perf_counter()
             # Written when the last byte has gone out, so that a stream is timed to its end.
             return lambda: _write(head, tail, started)
         return None
@@ -177,16 +177,17 @@ class AuditLines:
 
         ``ctx`` and ``req``: flask.g and the request.
         """
-        principal: Principal | None = ctx.get("principal")
+        found = ctx.__dict__  # flask.g's own get is a Python call; its __dict__'s is not
+        principal: Principal | None = found.get("principal")
         # Only what the authentication hook already parsed: an unauthenticated or
         # oversized body is never read for the log's sake.
-        mcp: MCPRequest = ctx.get("mcp_request") or _NO_CALLS
+        mcp: MCPRequest = found.get("mcp_request") or _NO_CALLS
         head = (
             f'{{"time":"{_utc_timestamp()}","request_id":{_quote(request_id)},'
             f'"http_method":{_quote(req.method)},"status":{status:d},"duration_ms":'
         )
         tail = f',{self._caller(principal)},{self._call(mcp)},"client_address":{_json(req.remote_addr)}'
-        refusal: BearerError | None = ctx.get("auth_error")
+        refusal: BearerError | None = found.get("auth_error")
         if refusal is not None:
             tail += f',"refusal":{_json(refusal.error or "no_token")}'
             if refusal.scope is not None and refusal.status_code == 403:

@@ -23,33 +23,42 @@ from __future__ import annotations
 import atexit
 import logging
 from collections.abc import Callable
-from collections.abc import Mapping
+from typing import NamedTuple
 
 from app.serving import run_slot
 
 MAX_PENDING = 64
-# handler -> lines waiting for the serving thread's next poll, each with what logs it if the write fails
-_pending: dict[logging.Handler, list[tuple[str, Callable[[], None]]]] = {}
+
+
+class _Waiting(NamedTuple):
+    """A handler's lines waiting for the serving thread's next poll, and for each what logs it if the write fails."""
+
+    lines: list[str]
+    fallbacks: list[Callable[[], None]]
+
+
+_pending: dict[logging.Handler, _Waiting] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
 def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
     """The logger's one handler, if a line written straight to its stream is all logging would do."""
-    if logger.propagate or logger.filters or len(logger.handlers) != 1 or not logger.isEnabledFor(level):
+    # Asked for every line: attribute reads only (``x.__class__``, not a call of ``type``), cheapest first.
+    handlers = logger.handlers
+    if logger.propagate or logger.filters or len(handlers) != 1 or not logger.isEnabledFor(level):
         return None
-    handler = logger.handlers[0]
+    handler = handlers[0]
     formatter = handler.formatter
     if (
-        type(handler) not in _PLAIN_HANDLERS
+        handler.__class__ not in _PLAIN_HANDLERS
         or handler.filters
         or handler.level > level
-        or formatter is None
-        or type(formatter) is not logging.Formatter
+        or formatter.__class__ is not logging.Formatter  # None's class is not either
         or formatter._fmt != "%(message)s"
     ):
         return None
-    return handler  # type: ignore[return-value]
+    return handler
 
 
 def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore[type-arg]
@@ -66,24 +75,16 @@ def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore
     return True
 
 
-def _keep(handler: logging.Handler, line: str, fallback: Callable[[], None]) -> None:
-    lines = _pending.get(handler)
-    if lines is None:
-        lines = _pending[handler] = []
-    lines.append((line, fallback))
-    if len(lines) >= MAX_PENDING:
-        _flush_handler(handler)
-
-
 def _flush_handler(handler: logging.Handler) -> None:
-    lines = _pending.get(handler)
-    if not lines:
+    waiting = _pending.get(handler)
+    if waiting is None or not waiting.lines:
         return
-    batch, lines[:] = list(lines), []
-    terminator = handler.terminator  # type: ignore[attr-defined]
-    if write_to(handler, terminator.join(line for line, _ in batch)):  # type: ignore[arg-type]
+    lines, fallbacks = waiting.lines[:], waiting.fallbacks[:]
+    del waiting.lines[:], waiting.fallbacks[:]
+    terminator: str = handler.terminator  # type: ignore[attr-defined]  # a StreamHandler: plain_handler chose it
+    if write_to(handler, terminator.join(lines)):  # type: ignore[arg-type]  # the same StreamHandler
         return
-    for _, fallback in batch:
+    for fallback in fallbacks:
         fallback()  # the stream failed: logging reports it its own way
 
 
@@ -99,22 +100,21 @@ atexit.register(flush)
 def keep_or_write(handler: logging.StreamHandler, line: str, fallback: Callable[[], None]) -> None:  # type: ignore[type-arg]
     """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
     if run_slot.holding():
-        _keep(handler, line, fallback)
+        waiting = _pending.get(handler)
+        if waiting is None:
+            waiting = _pending[handler] = _Waiting([], [])
+        waiting.lines.append(line)
+        waiting.fallbacks.append(fallback)
+        if len(waiting.lines) >= MAX_PENDING:
+            _flush_handler(handler)
     elif not write_to(handler, line):
         fallback()
 
 
-def write_line(logger: logging.Logger, level: int, message: str, *args: object) -> None:
-    """``logger.log(level, message, *args)``, the fast way when it would come to the same."""
+def write_line(logger: logging.Logger, level: int, line: str) -> None:
+    """``logger.log(level, line)`` of a finished line (no arguments), the fast way when it would come to the same."""
     handler = plain_handler(logger, level)
-    if handler is not None:
-        # As LogRecord.getMessage: a single non-empty mapping argument is the mapping to format with.
-        values: object = args[0] if len(args) == 1 and isinstance(args[0], Mapping) and args[0] else args
-        try:
-            line = message % values if args else message
-        except Exception:
-            handler = None  # logging reports a bad format its own way
     if handler is None:
-        logger.log(level, message, *args)
-        return
-    keep_or_write(handler, line, lambda: logger.log(level, message, *args))
+        logger.log(level, line)
+    else:
+        keep_or_write(handler, line, lambda: logger.log(level, line))

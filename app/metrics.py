@@ -233,28 +233,25 @@ class RequestMetrics:
         self._tools = frozenset(known_tools)
         self._mcp_endpoint = mcp_endpoint
         # Label children, looked up once per label set: every value is bounded (see the module docstring).
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        # (method, tool, status) -> the request counter's child and, for a tool call answered 200, the duration's.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def _requests_child(self, method: str, tool: str, status: int) -> Any:
-        child = self._requests.get((method, tool, status))
-        if child is None:
-            child = self._requests[(method, tool, status)] = REQUESTS.labels(method, tool, str(status))
-        return child
-
-    def _duration_child(self, tool: str) -> Any:
-        child = self._durations.get(tool)
-        if child is None:
-            child = self._durations[tool] = TOOL_DURATION.labels(tool)
-        return child
+    def _children_of(self, method: str, tool: str, status: int) -> tuple[Any, Any]:
+        """The request counter's child of this label set, and the duration histogram's if the call is timed."""
+        counter = REQUESTS.labels(method, tool, str(status))
+        timed = method == "tools/call" and status == 200
+        histogram = TOOL_DURATION.labels(tool) if timed else None
+        children = self._children[(method, tool, status)] = (counter, histogram)
+        return children
 
     def labels(self, ctx: Any = None) -> tuple[str, str]:
         """Method and tool of this request, from the body parse the authentication hook already made."""
         if ctx is None:
             ctx = g._get_current_object()
-        if "principal" not in ctx:
+        found = ctx.__dict__  # flask.g's own __contains__ and get are Python calls; its __dict__'s are not
+        if "principal" not in found:
             return NONE, NONE
-        parsed = ctx.get("mcp_request")
+        parsed = found.get("mcp_request")
         try:
             calls = (parsed if parsed is not None else current_mcp_request()).calls
         except HTTPException:  # the body itself was refused (413): it names nothing
@@ -274,15 +271,15 @@ class RequestMetrics:
             return None
         method, tool = self.labels(ctx)
         status = response.status_code
-        child = self._requests.get((method, tool, status))
-        if child is None:
-            child = self._requests_child(method, tool, status)
+        children = self._children.get((method, tool, status))
+        if children is None:
+            children = self._children_of(method, tool, status)
         counts = self._counts
-        counts.count(child)
-        started = ctx.get("request_started")  # set by app.audit.RequestGlobals as the request began
-        if method != "tools/call" or status != 200 or started is None:
+        counts.count(children[0])
+        histogram = children[1]
+        started = ctx.__dict__.get("request_started")  # set by app.audit.RequestGlobals as the request began
+        if histogram is None or started is None:
             return None
-        histogram = self._duration_child(tool)
 
         # The WSGI server closes the body after its last byte, so a streamed call is timed to its end.
         return lambda: counts.observe(histogram, time.perf_counter() - started)
