@@ -80,7 +80,6 @@ class BearerAuthentication:
     verifier: TokenVerifier
     challenger: Challenger
     scopes: ScopePolicy
-    resource_url: str
     dpop: ProtectedResourceDPoP = field(default_factory=ProtectedResourceDPoP)
     limits: RateLimits | None = None
     caps: PrincipalCaps | None = None
@@ -230,7 +229,6 @@ def init_app(
             dpop_algorithms=dpop.algorithms,
         ),
         scopes=scopes,
-        resource_url=settings.resource_url,
         dpop=dpop,
         limits=limits,
         caps=caps,
