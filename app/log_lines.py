@@ -24,24 +24,29 @@ import atexit
 import logging
 from collections.abc import Callable
 from collections.abc import Mapping
+from typing import Any
 
 from app.serving import run_slot
 
 MAX_PENDING = 64
+# A handler whose emit is a write to its stream (a FileHandler is one too), whatever the stream.
+PlainHandler = logging.StreamHandler[Any]
 # handler -> lines waiting for the serving thread's next poll, each with what logs it if the write fails
-_pending: dict[logging.Handler, list[tuple[str, Callable[[], None]]]] = {}
+_pending: dict[PlainHandler, list[tuple[str, Callable[[], None]]]] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
-def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+def plain_handler(logger: logging.Logger, level: int) -> PlainHandler | None:
     """The logger's one handler, if a line written straight to its stream is all logging would do."""
     if logger.propagate or logger.filters or len(logger.handlers) != 1 or not logger.isEnabledFor(level):
         return None
     handler = logger.handlers[0]
     formatter = handler.formatter
+    # The exact type, not a subclass (a rotating handler's emit does more); isinstance tells mypy as much.
     if (
-        type(handler) not in _PLAIN_HANDLERS
+        not isinstance(handler, logging.StreamHandler)
+        or type(handler) not in _PLAIN_HANDLERS
         or handler.filters
         or handler.level > level
         or formatter is None
@@ -49,10 +54,10 @@ def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler |
         or formatter._fmt != "%(message)s"
     ):
         return None
-    return handler  # type: ignore[return-value]
+    return handler
 
 
-def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore[type-arg]
+def write_to(handler: PlainHandler, line: str) -> bool:
     """Write one line to a plain handler's stream, as its emit would; False if the stream failed."""
     handler.acquire()
     try:
@@ -66,7 +71,7 @@ def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore
     return True
 
 
-def _keep(handler: logging.Handler, line: str, fallback: Callable[[], None]) -> None:
+def _keep(handler: PlainHandler, line: str, fallback: Callable[[], None]) -> None:
     lines = _pending.get(handler)
     if lines is None:
         lines = _pending[handler] = []
@@ -75,13 +80,12 @@ def _keep(handler: logging.Handler, line: str, fallback: Callable[[], None]) -> 
         _flush_handler(handler)
 
 
-def _flush_handler(handler: logging.Handler) -> None:
+def _flush_handler(handler: PlainHandler) -> None:
     lines = _pending.get(handler)
     if not lines:
         return
     batch, lines[:] = list(lines), []
-    terminator = handler.terminator  # type: ignore[attr-defined]
-    if write_to(handler, terminator.join(line for line, _ in batch)):  # type: ignore[arg-type]
+    if write_to(handler, handler.terminator.join(line for line, _ in batch)):
         return
     for _, fallback in batch:
         fallback()  # the stream failed: logging reports it its own way
@@ -96,7 +100,7 @@ def flush() -> None:
 atexit.register(flush)
 
 
-def keep_or_write(handler: logging.StreamHandler, line: str, fallback: Callable[[], None]) -> None:  # type: ignore[type-arg]
+def keep_or_write(handler: PlainHandler, line: str, fallback: Callable[[], None]) -> None:
     """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
     if run_slot.holding():
         _keep(handler, line, fallback)
