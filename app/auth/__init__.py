@@ -64,7 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def public(view: F) -> F:
     """Mark a view as reachable without a token."""
-    view._public = True  # type: ignore[attr-defined]
+    view._public = True  # type: ignore[attr-defined]  # a marker on the function, read by _is_public
     return view
 
 
@@ -93,7 +93,7 @@ class BearerAuthentication:
 
     def authenticate(self) -> Response | None:
         # The request and g are looked up once: every access through Flask's proxies costs a context lookup.
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as a Request
         environ = req.environ
         if req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return None  # a CORS preflight carries no credentials by design
