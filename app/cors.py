@@ -80,7 +80,7 @@ def _skip_requests_without_origin(app: Flask, mcp_endpoint: str) -> None:
     flask_cors_hook = hooks[found[0]]
 
     def cors_after_request(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as a Request
         if req.endpoint == mcp_endpoint and "HTTP_ORIGIN" not in req.environ:
             return response
         # flask-cors's hook is synchronous; Flask types after-request hooks as possibly async.

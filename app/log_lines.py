@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import logging
 from collections.abc import Callable
+from typing import Any
 from typing import NamedTuple
 
 from app.serving import run_slot
@@ -37,21 +38,25 @@ class _Waiting(NamedTuple):
     fallbacks: list[Callable[[], None]]
 
 
-_pending: dict[logging.Handler, _Waiting] = {}
+# A handler whose emit is a write to its stream (a FileHandler is one too), whatever the stream.
+PlainHandler = logging.StreamHandler[Any]
+_pending: dict[PlainHandler, _Waiting] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
-def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+def plain_handler(logger: logging.Logger, level: int) -> PlainHandler | None:
     """The logger's one handler, if a line written straight to its stream is all logging would do."""
-    # Asked for every line: attribute reads only (``x.__class__``, not a call of ``type``), cheapest first.
+    # Asked for every line: attribute reads (``x.__class__``, not a call of ``type``), cheapest first.
     handlers = logger.handlers
     if logger.propagate or logger.filters or len(handlers) != 1 or not logger.isEnabledFor(level):
         return None
     handler = handlers[0]
     formatter = handler.formatter
+    # The exact type, not a subclass (a rotating handler's emit does more); isinstance tells mypy as much.
     if (
-        handler.__class__ not in _PLAIN_HANDLERS
+        not isinstance(handler, logging.StreamHandler)
+        or handler.__class__ not in _PLAIN_HANDLERS
         or handler.filters
         or handler.level > level
         or formatter.__class__ is not logging.Formatter  # None's class is not either
@@ -61,7 +66,7 @@ def plain_handler(logger: logging.Logger, level: int) -> logging.StreamHandler |
     return handler
 
 
-def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore[type-arg]
+def write_to(handler: PlainHandler, line: str) -> bool:
     """Write one line to a plain handler's stream, as its emit would; False if the stream failed."""
     handler.acquire()
     try:
@@ -75,14 +80,13 @@ def write_to(handler: logging.StreamHandler, line: str) -> bool:  # type: ignore
     return True
 
 
-def _flush_handler(handler: logging.Handler) -> None:
+def _flush_handler(handler: PlainHandler) -> None:
     waiting = _pending.get(handler)
     if waiting is None or not waiting.lines:
         return
     lines, fallbacks = waiting.lines[:], waiting.fallbacks[:]
     del waiting.lines[:], waiting.fallbacks[:]
-    terminator: str = handler.terminator  # type: ignore[attr-defined]  # a StreamHandler: plain_handler chose it
-    if write_to(handler, terminator.join(lines)):  # type: ignore[arg-type]  # the same StreamHandler
+    if write_to(handler, handler.terminator.join(lines)):
         return
     for fallback in fallbacks:
         fallback()  # the stream failed: logging reports it its own way
@@ -97,7 +101,7 @@ def flush() -> None:
 atexit.register(flush)
 
 
-def keep_or_write(handler: logging.StreamHandler, line: str, fallback: Callable[[], None]) -> None:  # type: ignore[type-arg]
+def keep_or_write(handler: PlainHandler, line: str, fallback: Callable[[], None]) -> None:
     """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
     if run_slot.holding():
         waiting = _pending.get(handler)

@@ -37,7 +37,7 @@ def init_app() -> None:
     if not any(getattr(handler, "mcp_audit", False) for handler in audit.audit_logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.mcp_audit = True  # type: ignore[attr-defined]
+        handler.mcp_audit = True  # type: ignore[attr-defined]  # our marker: this handler is set up once
         audit.audit_logger.addHandler(handler)
     werkzeug_logger = logging.getLogger("werkzeug")
     if not any(isinstance(f, RedactQueryStrings) for f in werkzeug_logger.filters):

@@ -51,7 +51,7 @@ def in_request_thread(fn: F) -> F:
     async def run_inline(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
-    return run_inline  # type: ignore[return-value]
+    return run_inline  # type: ignore[return-value]  # a coroutine function of the same signature, as the SDK wants
 
 
 Kind = Literal["tool", "resource", "prompt"]

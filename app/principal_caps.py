@@ -442,7 +442,7 @@ class PrincipalCaps:
 
     def attach(self, response: Response, req: Request, ctx: Any) -> Closer | None:
         """After the view: give the counts back once the WSGI server has closed the response."""
-        return ctx.__dict__.pop(RELEASE_KEY, None)  # type: ignore[no-any-return]
+        return ctx.__dict__.pop(RELEASE_KEY, None)  # type: ignore[no-any-return]  # flask.g; admit put a Closer there
 
 
 def init_app(app: Flask, caps: PrincipalCaps) -> None:

@@ -19,4 +19,4 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Wrap the WSGI app when settings trust a proxy; ``app`` stays a Flask object."""
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]  # Flask's way to add middleware

@@ -114,7 +114,7 @@ class TimerlessMemoryStorage(MemoryStorage):
 def rate_limit_storage(uri: str) -> Storage:
     if uri.startswith("memory://"):
         return TimerlessMemoryStorage(uri)
-    return storage_from_string(uri)  # type: ignore[return-value]
+    return storage_from_string(uri)  # type: ignore[return-value]  # sync URIs only (settings); the stub adds async
 
 
 class RateLimits:

@@ -39,7 +39,7 @@ class RequestEnd:
         self.finishers: list[Finisher] = []
 
     def __call__(self, response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as a Request
         ctx = g._get_current_object()
         closers: list[Closer] | None = None
         for finish in self.finishers:

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 from typing import Literal
 from typing import TypedDict
+from typing import get_args
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -33,7 +34,6 @@ from app.urls import url_problem
 DEV_PORT = 5000
 DEV_RESOURCE_URL = f"http://127.0.0.1:{DEV_PORT}/mcp"
 DEV_ISSUER_PATH = "/dev-issuer"
-DEV_TOKEN_LIFETIME = 600
 # MCP_WORKERS: how many worker processes gunicorn runs (gunicorn.conf.py reads it with worker_count). Under
 # gunicorn the workers read the count it actually runs (its on_starting hook writes it back); a process gunicorn
 # did not start (flask run, a flask command) is one process unless MCP_WORKERS says otherwise.
@@ -62,16 +62,6 @@ DEFAULT_DPOP_ALGORITHMS = (
     "Ed25519",
     "EdDSA",
 )
-DEFAULT_DPOP_PROOF_WINDOW = 60
-# Per-caller caps (app/principal_caps.py), sized for a 2-worker VM; the README (Security) says why.
-DEFAULT_CAP_IN_FLIGHT = 32
-DEFAULT_CAP_STREAMS = 8
-DEFAULT_CAP_SESSIONS = 64
-DEFAULT_STREAM_LIFETIME = 1800
-# Stateful mode's event store (MCP_EVENT_STORE): events kept per stream, and for how long; the SSE retry hint.
-DEFAULT_EVENT_STORE_MAX_EVENTS = 1000
-DEFAULT_EVENT_STORE_MAX_AGE = 300
-DEFAULT_SSE_RETRY_MS = 1000
 # MCP_INSTANCE_NAME: a DNS label in lower case (a port number is one), so it fits a session id, a log line
 # and an nginx map key unquoted.
 _INSTANCE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
@@ -133,9 +123,9 @@ class Settings:
     # for none) and its bounds; the retry hint of priming events; this instance's name in its session ids.
     legacy_sse: bool = False
     event_store: str | None = None
-    event_store_max_events: int = DEFAULT_EVENT_STORE_MAX_EVENTS
-    event_store_max_age: int = DEFAULT_EVENT_STORE_MAX_AGE
-    sse_retry_ms: int = DEFAULT_SSE_RETRY_MS
+    event_store_max_events: int = 1000
+    event_store_max_age: int = 300
+    sse_retry_ms: int = 1000
     instance_name: str | None = None
     audit_log: bool = True
     metrics: bool = True
@@ -152,21 +142,21 @@ class Settings:
     metrics_dir: str | None = None
     workers: int = 1
     instance_path: str | None = None
-    dev_token_lifetime: int = DEV_TOKEN_LIFETIME
+    dev_token_lifetime: int = 600
     # Everything the settings were read from (the process environment over .env), for tool providers
     # to read their own variables from; it holds secrets, so it is never printed or compared.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     dpop: DPoPMode = "allowed"
     dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
-    dpop_proof_window: int = DEFAULT_DPOP_PROOF_WINDOW
+    dpop_proof_window: int = 60
     dpop_nonce: bool = False
     # Per verified caller (issuer + subject); None: that cap is off. Counted per worker with memory://,
-    # across workers with MCP_RATE_LIMIT_STORAGE=redis://.
-    cap_in_flight: int | None = DEFAULT_CAP_IN_FLIGHT
-    cap_streams: int | None = DEFAULT_CAP_STREAMS
-    cap_sessions: int | None = DEFAULT_CAP_SESSIONS
+    # across workers with MCP_RATE_LIMIT_STORAGE=redis://. Sized for a 2-worker VM; the README (Security) says why.
+    cap_in_flight: int | None = 32
+    cap_streams: int | None = 8
+    cap_sessions: int | None = 64
     # Seconds a standalone GET stream (stateful mode) stays open before it is ended; None: no limit.
-    stream_lifetime: int | None = DEFAULT_STREAM_LIFETIME
+    stream_lifetime: int | None = 1800
     dev_allow_remote: bool = False
 
     @property
@@ -217,135 +207,122 @@ class Settings:
     def from_mapping(
         cls, env: Mapping[str, str], *, workers: int | None = None, served: ServedAddress | None = None
     ) -> Settings:
-        def get(name: str) -> str:
-            return env.get(name, "").strip()
-
-        dev = _boolean(env, "MCP_DEV")
+        """``env`` parsed one concern at a time, in this order; each parser takes its defaults from the fields."""
+        dev = _boolean(env, "MCP_DEV", default=_DEFAULTS["dev"])
         if workers is None:
             workers = worker_count(env, default=_DEFAULTS["workers"])
-
-        resource_url = get("MCP_RESOURCE_URL")
-        if dev:
-            resource_url = resource_url or _dev_resource_url(env, served)
-            _check_url("MCP_RESOURCE_URL", resource_url)
-            if not is_loopback_host(urlsplit(resource_url).hostname):
-                raise SettingsError(
-                    "MCP_RESOURCE_URL",
-                    f"development mode (MCP_DEV=1) only serves loopback URLs, not {resource_url!r}",
-                )
-            if get("MCP_ISSUER"):
-                raise SettingsError(
-                    "MCP_ISSUER",
-                    "must be unset in development mode: the server is its own issuer at "
-                    f"{origin(resource_url)}{DEV_ISSUER_PATH}",
-                )
-            issuer = origin(resource_url) + DEV_ISSUER_PATH
-            issuers: tuple[IssuerConfig, ...] = ()
-        else:
-            if not resource_url:
-                raise SettingsError(
-                    "MCP_RESOURCE_URL",
-                    "required: the public URL of the MCP endpoint, e.g. https://mcp.example.com/mcp "
-                    "(or set MCP_DEV=1 for local development)",
-                )
-            _check_url("MCP_RESOURCE_URL", resource_url)
-            issuers = _issuers(env, resource_url)
-            issuer = issuers[0].issuer
-        if urlsplit(resource_url).query or "#" in resource_url:
-            raise SettingsError("MCP_RESOURCE_URL", "must not carry a query or a fragment (RFC 8707 section 2)")
-
-        if dev:
-            issuers = (IssuerConfig(issuer, None, _audiences(env, resource_url)),)
-        scalekit = _scalekit_authorization_server(env, issuer)
-        default_servers = (scalekit,) if scalekit is not None else tuple(i.issuer for i in issuers)
-        authorization_servers = _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers
-        scopes_supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
-        if "offline_access" in scopes_supported:
-            # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
-            raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
-        allowed_origins = tuple(_origin_value("MCP_ALLOWED_ORIGINS", o) for o in _list(env, "MCP_ALLOWED_ORIGINS"))
-
-        profile = get("MCP_TOKEN_PROFILE") or _DEFAULTS["token_profile"]
-        if profile not in ("jwt", "rfc9068"):
-            raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
-
-        stateful = _boolean(env, "MCP_STATEFUL")
-        if stateful and workers > 1:
-            raise SettingsError(
-                "MCP_STATEFUL",
-                f"stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not {workers}",
-            )
-
-        state_secret = get("MCP_STATE_SECRET") or None
-        if state_secret is not None and len(state_secret) < 32:
-            raise SettingsError("MCP_STATE_SECRET", "must be at least 32 characters (use a random value)")
-        if state_secret is None and workers > 1 and not dev:
-            raise SettingsError(
-                "MCP_STATE_SECRET",
-                f"required when {workers} worker processes run: every worker must seal request state with "
-                "the same secret (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
-            )
-
-        metrics_token = get("MCP_METRICS_TOKEN") or None
-        if metrics_token is not None and (len(metrics_token) < 32 or not metrics_token.isprintable()):
-            raise SettingsError("MCP_METRICS_TOKEN", "must be at least 32 printable characters (use a random value)")
-        metrics_dir = _absolute_path(env, "PROMETHEUS_MULTIPROC_DIR")
-        if metrics_dir is not None and not os.path.isdir(metrics_dir):
-            raise SettingsError("PROMETHEUS_MULTIPROC_DIR", f"{metrics_dir!r} is not a directory")
-
         return cls(
-            resource_url=resource_url,
-            issuers=issuers,
-            authorization_servers=authorization_servers,
-            scopes_supported=scopes_supported,
-            allowed_origins=allowed_origins,
-            token_profile=profile,  # type: ignore[arg-type]  # one of TokenProfile's values, checked above
-            state_secret=state_secret,
-            tools=_tool_providers(env),
             dev=dev,
-            resource_name=get("MCP_RESOURCE_NAME") or _DEFAULTS["resource_name"],
-            clock_leeway=_integer(env, "MCP_CLOCK_LEEWAY", default=_DEFAULTS["clock_leeway"], minimum=0, maximum=300),
-            jwks_ttl=_integer(env, "MCP_JWKS_TTL", default=_DEFAULTS["jwks_ttl"], minimum=60),
-            jwks_refetch_cooldown=_integer(
-                env, "MCP_JWKS_REFETCH_COOLDOWN", default=_DEFAULTS["jwks_refetch_cooldown"], minimum=1, maximum=3600
-            ),
-            scope_hierarchy=_scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
-            advertise_required_scopes=dev and "MCP_SCOPES_SUPPORTED" not in env,
-            json_response=_boolean(env, "MCP_JSON_RESPONSE"),
-            stateful=stateful,
-            **_stateful_options(env, stateful),
-            audit_log=_boolean(env, "MCP_AUDIT_LOG", default=_DEFAULTS["audit_log"]),
-            metrics=_boolean(env, "MCP_METRICS", default=_DEFAULTS["metrics"]),
-            rate_limit=_rate_limit(env, "MCP_RATE_LIMIT", _DEFAULTS["rate_limit"], allow_off=True),
-            rate_limit_failed_auth=_rate_limit(env, "MCP_RATE_LIMIT_FAILED_AUTH", _DEFAULTS["rate_limit_failed_auth"])
-            or _DEFAULTS["rate_limit_failed_auth"],
-            rate_limit_storage=_rate_limit_storage(env),
-            scope_claims=tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split()) or _DEFAULTS["scope_claims"],
-            as_metadata_proxy=_as_metadata_proxy(env, dev),
+            workers=workers,
+            **_identity(env, dev, served),
+            **_scopes(env, dev),
+            allowed_origins=_allowed_origins(env),
+            **_transport(env, dev, workers),
+            **_observability(env),
+            tools=_tool_providers(env),
+            **_token_checks(env, dev),
             **_introspection(env),
+            **_rate_limits(env),
             trusted_proxies=_integer(
                 env, "MCP_TRUSTED_PROXIES", default=_DEFAULTS["trusted_proxies"], minimum=0, maximum=5
             ),
-            metrics_token=metrics_token,
-            metrics_dir=metrics_dir,
-            workers=workers,
             instance_path=_absolute_path(env, "MCP_INSTANCE_PATH"),
-            dev_token_lifetime=_integer(
-                env, "MCP_DEV_TOKEN_LIFETIME", default=_DEFAULTS["dev_token_lifetime"], minimum=1, maximum=24 * 3600
-            ),
+            **_development(env, dev),
+            **_dpop(env),
+            **_caps(env),
             environ=MappingProxyType(dict(env)),
-            dpop=_dpop_mode(env),
-            dpop_algorithms=_dpop_algorithms(env),
-            dpop_proof_window=_integer(
-                env, "MCP_DPOP_PROOF_WINDOW", default=_DEFAULTS["dpop_proof_window"], minimum=5, maximum=600
-            ),
-            dpop_nonce=_boolean(env, "MCP_DPOP_NONCE"),
-            cap_in_flight=_cap(env, "MCP_CAP_IN_FLIGHT", _DEFAULTS["cap_in_flight"]),
-            cap_streams=_cap(env, "MCP_CAP_STREAMS", _DEFAULTS["cap_streams"]),
-            cap_sessions=_cap(env, "MCP_CAP_SESSIONS", _DEFAULTS["cap_sessions"]),
-            stream_lifetime=_cap(env, "MCP_STREAM_LIFETIME", _DEFAULTS["stream_lifetime"], maximum=24 * 3600),
-            dev_allow_remote=_dev_allow_remote(env, dev),
         )
+
+
+# Each default is declared once, on its field above; the parsers take it from here. An unset variable of an
+# optional or a list field (an issuer's JWKS URI, a secret, MCP_TOOLS) is None or empty, which is its field's
+# default too.
+_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {setting.name: setting.default for setting in fields(Settings) if setting.default is not MISSING}
+)
+# The values MCP_TOKEN_PROFILE and MCP_DPOP may take: the values of their Literal types.
+_TOKEN_PROFILES: Mapping[str, TokenProfile] = {profile: profile for profile in get_args(TokenProfile)}
+_DPOP_MODES: Mapping[str, DPoPMode] = {mode: mode for mode in get_args(DPoPMode)}
+
+
+class _Identity(TypedDict):
+    resource_url: str
+    issuers: tuple[IssuerConfig, ...]
+    authorization_servers: tuple[str, ...]
+    resource_name: str
+
+
+def _identity(env: Mapping[str, str], dev: bool, served: ServedAddress | None) -> _Identity:
+    """Which resource this is (MCP_RESOURCE_URL), whose tokens it trusts, and where clients get them."""
+    resource_url = _resource_url(env, dev, served)
+    issuers: tuple[IssuerConfig, ...]
+    if dev:
+        issuers = (IssuerConfig(origin(resource_url) + DEV_ISSUER_PATH, None, _audiences(env, resource_url)),)
+    else:
+        issuers = _issuers(env, resource_url)
+    scalekit = _scalekit_authorization_server(env, issuers[0].issuer)
+    default_servers = (scalekit,) if scalekit is not None else tuple(i.issuer for i in issuers)
+    return {
+        "resource_url": resource_url,
+        "issuers": issuers,
+        "authorization_servers": _url_list(env, "MCP_AUTHORIZATION_SERVERS") or default_servers,
+        "resource_name": _text(env, "MCP_RESOURCE_NAME") or _DEFAULTS["resource_name"],
+    }
+
+
+def _resource_url(env: Mapping[str, str], dev: bool, served: ServedAddress | None) -> str:
+    """MCP_RESOURCE_URL: required, except in development mode, which serves loopback URLs and is its own issuer."""
+    resource_url = _text(env, "MCP_RESOURCE_URL")
+    if dev:
+        resource_url = resource_url or _dev_resource_url(env, served)
+        _check_url("MCP_RESOURCE_URL", resource_url)
+        if not is_loopback_host(urlsplit(resource_url).hostname):
+            raise SettingsError(
+                "MCP_RESOURCE_URL",
+                f"development mode (MCP_DEV=1) only serves loopback URLs, not {resource_url!r}",
+            )
+        if _text(env, "MCP_ISSUER"):
+            raise SettingsError(
+                "MCP_ISSUER",
+                "must be unset in development mode: the server is its own issuer at "
+                f"{origin(resource_url)}{DEV_ISSUER_PATH}",
+            )
+    else:
+        if not resource_url:
+            raise SettingsError(
+                "MCP_RESOURCE_URL",
+                "required: the public URL of the MCP endpoint, e.g. https://mcp.example.com/mcp "
+                "(or set MCP_DEV=1 for local development)",
+            )
+        _check_url("MCP_RESOURCE_URL", resource_url)
+    if urlsplit(resource_url).query or "#" in resource_url:
+        raise SettingsError("MCP_RESOURCE_URL", "must not carry a query or a fragment (RFC 8707 section 2)")
+    return resource_url
+
+
+class _Scopes(TypedDict):
+    scopes_supported: tuple[str, ...]
+    scope_hierarchy: Mapping[str, frozenset[str]] | None
+    advertise_required_scopes: bool
+    scope_claims: tuple[str, ...]
+
+
+def _scopes(env: Mapping[str, str], dev: bool) -> _Scopes:
+    """The scopes advertised, which imply which, and the claims a token's scopes are read from."""
+    supported = _scope_list(env, "MCP_SCOPES_SUPPORTED")
+    if "offline_access" in supported:
+        # MCP 2026-07-28, Refresh Tokens: servers SHOULD NOT advertise offline_access.
+        raise SettingsError("MCP_SCOPES_SUPPORTED", "must not list offline_access (MCP authorization spec)")
+    return {
+        "scopes_supported": supported,
+        "scope_hierarchy": _scope_hierarchy(env["MCP_SCOPE_HIERARCHY"]) if "MCP_SCOPE_HIERARCHY" in env else None,
+        "advertise_required_scopes": dev and "MCP_SCOPES_SUPPORTED" not in env,
+        "scope_claims": tuple(env.get("MCP_SCOPE_CLAIMS", "").replace(",", " ").split()) or _DEFAULTS["scope_claims"],
+    }
+
+
+def _allowed_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(_origin_value("MCP_ALLOWED_ORIGINS", o) for o in _list(env, "MCP_ALLOWED_ORIGINS"))
 
 
 class _StatefulOptions(TypedDict):
@@ -359,25 +336,13 @@ class _StatefulOptions(TypedDict):
 
 def _stateful_options(env: Mapping[str, str], stateful: bool) -> _StatefulOptions:
     """MCP_LEGACY_SSE, the event store and MCP_INSTANCE_NAME: what stateful mode adds to a session."""
-    legacy_sse = _boolean(env, "MCP_LEGACY_SSE")
+    legacy_sse = _boolean(env, "MCP_LEGACY_SSE", default=_DEFAULTS["legacy_sse"])
     if legacy_sse and not stateful:
         raise SettingsError(
             "MCP_LEGACY_SSE",
             "needs stateful mode (MCP_STATEFUL=1): an HTTP+SSE session lives in the one process holding its stream",
         )
-    store = env.get("MCP_EVENT_STORE", "").strip()
-    if store and not stateful:
-        raise SettingsError(
-            "MCP_EVENT_STORE", "needs stateful mode (MCP_STATEFUL=1): stateless requests have no stream to resume"
-        )
-    store = store or "memory://"
-    scheme = store.partition("://")[0]
-    if store.lower() == "off":
-        event_store = None
-    elif store == "memory://" or (scheme in ("redis", "rediss", "unix") and len(store) > len(scheme) + 3):
-        event_store = store
-    else:
-        raise SettingsError("MCP_EVENT_STORE", f"must be memory://, a redis:// URL or off, not {store!r}")
+    event_store = _event_store(env, stateful)
     max_age = _integer(
         env, "MCP_EVENT_STORE_MAX_AGE", default=_DEFAULTS["event_store_max_age"], minimum=1, maximum=24 * 3600
     )
@@ -388,7 +353,7 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> _StatefulOption
             f"a client told to come back after {retry} ms would find its events gone "
             f"(MCP_EVENT_STORE_MAX_AGE={max_age} s): make it shorter",
         )
-    name = env.get("MCP_INSTANCE_NAME", "").strip() or None
+    name = _text(env, "MCP_INSTANCE_NAME") or None
     if name is not None and not _INSTANCE_NAME.fullmatch(name):
         raise SettingsError(
             "MCP_INSTANCE_NAME",
@@ -396,7 +361,7 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> _StatefulOption
         )
     return {
         "legacy_sse": legacy_sse,
-        "event_store": event_store if stateful else None,
+        "event_store": event_store,
         "event_store_max_events": _integer(
             env, "MCP_EVENT_STORE_MAX_EVENTS", default=_DEFAULTS["event_store_max_events"], minimum=1, maximum=100_000
         ),
@@ -406,10 +371,187 @@ def _stateful_options(env: Mapping[str, str], stateful: bool) -> _StatefulOption
     }
 
 
-# Each default is declared once, on its field above; the parsers take it from here.
-_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {setting.name: setting.default for setting in fields(Settings) if setting.default is not MISSING}
-)
+def _event_store(env: Mapping[str, str], stateful: bool) -> str | None:
+    """MCP_EVENT_STORE: in stateful mode, memory:// unless told otherwise; stateless, there is none."""
+    store = _text(env, "MCP_EVENT_STORE")
+    if not stateful:
+        if store:
+            raise SettingsError(
+                "MCP_EVENT_STORE", "needs stateful mode (MCP_STATEFUL=1): stateless requests have no stream to resume"
+            )
+        return None
+    store = store or "memory://"
+    scheme = store.partition("://")[0]
+    if store.lower() == "off":
+        return None
+    if store == "memory://" or (scheme in ("redis", "rediss", "unix") and len(store) > len(scheme) + 3):
+        return store
+    raise SettingsError("MCP_EVENT_STORE", f"must be memory://, a redis:// URL or off, not {store!r}")
+
+
+class _Transport(_StatefulOptions):
+    stateful: bool
+    json_response: bool
+    state_secret: str | None
+
+
+def _transport(env: Mapping[str, str], dev: bool, workers: int) -> _Transport:
+    """Stateless or stateful (and what stateful mode adds), JSON or SSE, the secret that seals request state."""
+    stateful = _boolean(env, "MCP_STATEFUL", default=_DEFAULTS["stateful"])
+    if stateful and workers > 1:
+        raise SettingsError(
+            "MCP_STATEFUL",
+            f"stateful mode keeps sessions in one process: run exactly one worker (MCP_WORKERS=1), not {workers}",
+        )
+    state_secret = _text(env, "MCP_STATE_SECRET") or None
+    if state_secret is not None and len(state_secret) < 32:
+        raise SettingsError("MCP_STATE_SECRET", "must be at least 32 characters (use a random value)")
+    if state_secret is None and workers > 1 and not dev:
+        raise SettingsError(
+            "MCP_STATE_SECRET",
+            f"required when {workers} worker processes run: every worker must seal request state with "
+            "the same secret (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+        )
+    return {
+        "stateful": stateful,
+        "json_response": _boolean(env, "MCP_JSON_RESPONSE", default=_DEFAULTS["json_response"]),
+        "state_secret": state_secret,
+        **_stateful_options(env, stateful),
+    }
+
+
+class _Observability(TypedDict):
+    audit_log: bool
+    metrics: bool
+    metrics_token: str | None
+    metrics_dir: str | None
+
+
+def _observability(env: Mapping[str, str]) -> _Observability:
+    """The audit log and the metrics: whether they are on, who may scrape, where worker processes share counts."""
+    metrics_token = _text(env, "MCP_METRICS_TOKEN") or None
+    if metrics_token is not None and (len(metrics_token) < 32 or not metrics_token.isprintable()):
+        raise SettingsError("MCP_METRICS_TOKEN", "must be at least 32 printable characters (use a random value)")
+    metrics_dir = _absolute_path(env, "PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir is not None and not os.path.isdir(metrics_dir):
+        raise SettingsError("PROMETHEUS_MULTIPROC_DIR", f"{metrics_dir!r} is not a directory")
+    return {
+        "audit_log": _boolean(env, "MCP_AUDIT_LOG", default=_DEFAULTS["audit_log"]),
+        "metrics": _boolean(env, "MCP_METRICS", default=_DEFAULTS["metrics"]),
+        "metrics_token": metrics_token,
+        "metrics_dir": metrics_dir,
+    }
+
+
+class _TokenChecks(TypedDict):
+    token_profile: TokenProfile
+    clock_leeway: int
+    jwks_ttl: int
+    jwks_refetch_cooldown: int
+    as_metadata_proxy: bool
+
+
+def _token_checks(env: Mapping[str, str], dev: bool) -> _TokenChecks:
+    """How a JWT is judged (its profile, the clock leeway), how often keys are fetched, the metadata proxy."""
+    profile = _text(env, "MCP_TOKEN_PROFILE") or _DEFAULTS["token_profile"]
+    if profile not in _TOKEN_PROFILES:
+        raise SettingsError("MCP_TOKEN_PROFILE", f"must be 'jwt' or 'rfc9068', not {profile!r}")
+    as_metadata_proxy = _boolean(env, "MCP_AS_METADATA_PROXY", default=_DEFAULTS["as_metadata_proxy"])
+    if as_metadata_proxy and dev:
+        raise SettingsError("MCP_AS_METADATA_PROXY", "is for an upstream authorization server; not in development mode")
+    return {
+        "token_profile": _TOKEN_PROFILES[profile],
+        "clock_leeway": _integer(env, "MCP_CLOCK_LEEWAY", default=_DEFAULTS["clock_leeway"], minimum=0, maximum=300),
+        "jwks_ttl": _integer(env, "MCP_JWKS_TTL", default=_DEFAULTS["jwks_ttl"], minimum=60),
+        "jwks_refetch_cooldown": _integer(
+            env, "MCP_JWKS_REFETCH_COOLDOWN", default=_DEFAULTS["jwks_refetch_cooldown"], minimum=1, maximum=3600
+        ),
+        "as_metadata_proxy": as_metadata_proxy,
+    }
+
+
+class _RateLimits(TypedDict):
+    rate_limit: str | None
+    rate_limit_failed_auth: str
+    rate_limit_storage: str
+
+
+def _rate_limits(env: Mapping[str, str]) -> _RateLimits:
+    """Requests per caller (``off``: neither limit), refused credentials per address, where both are counted."""
+    per_caller = _text(env, "MCP_RATE_LIMIT") or _DEFAULTS["rate_limit"]
+    return {
+        "rate_limit": None if per_caller.lower() in ("off", "0") else _rate_limit("MCP_RATE_LIMIT", per_caller),
+        "rate_limit_failed_auth": _rate_limit(
+            "MCP_RATE_LIMIT_FAILED_AUTH",
+            _text(env, "MCP_RATE_LIMIT_FAILED_AUTH") or _DEFAULTS["rate_limit_failed_auth"],
+        ),
+        "rate_limit_storage": _rate_limit_storage(env),
+    }
+
+
+class _Development(TypedDict):
+    dev_token_lifetime: int
+    dev_allow_remote: bool
+
+
+def _development(env: Mapping[str, str], dev: bool) -> _Development:
+    """Development mode's own authorization server: its tokens' lifetime; whether other machines may call."""
+    allow_remote = _boolean(env, "MCP_DEV_ALLOW_REMOTE", default=_DEFAULTS["dev_allow_remote"])
+    if allow_remote and not dev:
+        raise SettingsError("MCP_DEV_ALLOW_REMOTE", "only applies to development mode (MCP_DEV=1)")
+    return {
+        "dev_token_lifetime": _integer(
+            env, "MCP_DEV_TOKEN_LIFETIME", default=_DEFAULTS["dev_token_lifetime"], minimum=1, maximum=24 * 3600
+        ),
+        "dev_allow_remote": allow_remote,
+    }
+
+
+class _DPoP(TypedDict):
+    dpop: DPoPMode
+    dpop_algorithms: tuple[str, ...]
+    dpop_proof_window: int
+    dpop_nonce: bool
+
+
+def _dpop(env: Mapping[str, str]) -> _DPoP:
+    """RFC 9449 at this resource: off, allowed or required; the proofs' algorithms, age and nonces."""
+    mode = env.get("MCP_DPOP", "").strip().lower() or _DEFAULTS["dpop"]
+    if mode not in _DPOP_MODES:
+        raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {mode!r}")
+    algorithms = tuple(dict.fromkeys(env.get("MCP_DPOP_ALGORITHMS", "").replace(",", " ").split()))
+    for name in algorithms:
+        if name not in DPOP_ASYMMETRIC_ALGORITHMS:
+            raise SettingsError(
+                "MCP_DPOP_ALGORITHMS",
+                f"{name!r} is not an asymmetric JWS algorithm (RFC 9449 section 4.2); choose from "
+                + " ".join(sorted(DPOP_ASYMMETRIC_ALGORITHMS)),
+            )
+    return {
+        "dpop": _DPOP_MODES[mode],
+        "dpop_algorithms": algorithms or _DEFAULTS["dpop_algorithms"],
+        "dpop_proof_window": _integer(
+            env, "MCP_DPOP_PROOF_WINDOW", default=_DEFAULTS["dpop_proof_window"], minimum=5, maximum=600
+        ),
+        "dpop_nonce": _boolean(env, "MCP_DPOP_NONCE", default=_DEFAULTS["dpop_nonce"]),
+    }
+
+
+class _Caps(TypedDict):
+    cap_in_flight: int | None
+    cap_streams: int | None
+    cap_sessions: int | None
+    stream_lifetime: int | None
+
+
+def _caps(env: Mapping[str, str]) -> _Caps:
+    """What one caller may hold at once (app/principal_caps.py), and how long a standalone stream stays open."""
+    return {
+        "cap_in_flight": _cap(env, "MCP_CAP_IN_FLIGHT", _DEFAULTS["cap_in_flight"]),
+        "cap_streams": _cap(env, "MCP_CAP_STREAMS", _DEFAULTS["cap_streams"]),
+        "cap_sessions": _cap(env, "MCP_CAP_SESSIONS", _DEFAULTS["cap_sessions"]),
+        "stream_lifetime": _cap(env, "MCP_STREAM_LIFETIME", _DEFAULTS["stream_lifetime"], maximum=24 * 3600),
+    }
 
 
 def worker_count(env: Mapping[str, str], *, default: int = DEFAULT_WORKERS) -> int:
@@ -608,13 +750,6 @@ def _origin_value(variable: str, origin: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _as_metadata_proxy(env: Mapping[str, str], dev: bool) -> bool:
-    enabled = _boolean(env, "MCP_AS_METADATA_PROXY")
-    if enabled and dev:
-        raise SettingsError("MCP_AS_METADATA_PROXY", "is for an upstream authorization server; not in development mode")
-    return enabled
-
-
 class _IntrospectionOptions(TypedDict, total=False):
     introspection_url: str
     introspection_client_id: str
@@ -641,11 +776,8 @@ def _introspection(env: Mapping[str, str]) -> _IntrospectionOptions:
     }
 
 
-def _rate_limit(env: Mapping[str, str], variable: str, default: str, *, allow_off: bool = False) -> str | None:
-    """A rate limit such as ``120/minute;2000/hour`` (the ``limits`` syntax); ``off`` disables where allowed."""
-    value = env.get(variable, "").strip() or default
-    if allow_off and value.lower() in ("off", "0"):
-        return None
+def _rate_limit(variable: str, value: str) -> str:
+    """A rate limit such as ``120/minute;2000/hour`` (the ``limits`` syntax)."""
     try:
         items = parse_many(value)
     except ValueError:
@@ -665,36 +797,8 @@ def _cap(env: Mapping[str, str], variable: str, default: int, *, maximum: int = 
         raise SettingsError(variable, f"{error.problem} (or off)") from None
 
 
-def _dev_allow_remote(env: Mapping[str, str], dev: bool) -> bool:
-    allowed = _boolean(env, "MCP_DEV_ALLOW_REMOTE")
-    if allowed and not dev:
-        raise SettingsError("MCP_DEV_ALLOW_REMOTE", "only applies to development mode (MCP_DEV=1)")
-    return allowed
-
-
-def _dpop_mode(env: Mapping[str, str]) -> DPoPMode:
-    value = env.get("MCP_DPOP", "").strip().lower() or _DEFAULTS["dpop"]
-    if value not in ("off", "allowed", "required"):
-        raise SettingsError("MCP_DPOP", f"must be off, allowed or required, not {value!r}")
-    return value  # type: ignore[return-value]  # one of DPoPMode's values, checked above
-
-
-def _dpop_algorithms(env: Mapping[str, str]) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(env.get("MCP_DPOP_ALGORITHMS", "").replace(",", " ").split()))
-    if not names:
-        return _DEFAULTS["dpop_algorithms"]  # type: ignore[no-any-return]
-    for name in names:
-        if name not in DPOP_ASYMMETRIC_ALGORITHMS:
-            raise SettingsError(
-                "MCP_DPOP_ALGORITHMS",
-                f"{name!r} is not an asymmetric JWS algorithm (RFC 9449 section 4.2); choose from "
-                + " ".join(sorted(DPOP_ASYMMETRIC_ALGORITHMS)),
-            )
-    return names
-
-
 def _rate_limit_storage(env: Mapping[str, str]) -> str:
-    value = env.get("MCP_RATE_LIMIT_STORAGE", "").strip() or _DEFAULTS["rate_limit_storage"]
+    value = _text(env, "MCP_RATE_LIMIT_STORAGE") or _DEFAULTS["rate_limit_storage"]
     scheme = value.partition("://")[0]
     if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey", "valkeys"):
         raise SettingsError("MCP_RATE_LIMIT_STORAGE", f"must be memory:// or a redis:// URL, not {value!r}")
@@ -708,7 +812,11 @@ def _absolute_path(env: Mapping[str, str], variable: str) -> str | None:
     return value or None
 
 
-def _boolean(env: Mapping[str, str], variable: str, *, default: bool = False) -> bool:
+def _text(env: Mapping[str, str], variable: str) -> str:
+    return env.get(variable, "").strip()
+
+
+def _boolean(env: Mapping[str, str], variable: str, *, default: bool) -> bool:
     value = env.get(variable, "").strip().lower()
     if not value:
         return default

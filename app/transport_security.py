@@ -77,7 +77,7 @@ class TransportSecurity:
         return allowed
 
     def check(self) -> Response | None:
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as a Request
         if req.endpoint != self._mcp_endpoint:
             return None
         origin = req.environ.get("HTTP_ORIGIN")

@@ -12,7 +12,6 @@ from app.settings import IssuerConfig
 from app.settings import ServedAddress
 from app.settings import Settings
 from app.settings import SettingsError
-from app.urls import is_loopback_host
 from tests.support.dpop import DEFAULT_ALGORITHMS
 
 RESOURCE = "https://mcp.example.com/mcp"
@@ -534,29 +533,6 @@ class TestUrls:
         settings = Settings.from_mapping(production(MCP_RESOURCE_URL=resource))
         assert settings.endpoint_path == endpoint_path
         assert settings.public_origin == public_origin
-
-
-class TestIsLoopbackHost:
-    @pytest.mark.parametrize(
-        ("host", "expected"),
-        [
-            pytest.param("127.0.0.1", True, id="ipv4"),
-            pytest.param("127.0.0.53", True, id="ipv4-range"),
-            pytest.param("localhost", True, id="localhost"),
-            pytest.param("LocalHost", True, id="localhost-mixed-case"),
-            pytest.param("::1", True, id="ipv6"),
-            pytest.param("[::1]", True, id="ipv6-bracketed"),
-            pytest.param(None, False, id="none"),
-            pytest.param("", False, id="empty"),
-            pytest.param("example.com", False, id="name"),
-            pytest.param("localhost.example.com", False, id="localhost-prefix"),
-            pytest.param("10.0.0.1", False, id="private-ipv4"),
-            pytest.param("::2", False, id="other-ipv6"),
-            pytest.param("0.0.0.0", False, id="unspecified"),  # noqa: S104 (a host name under test)
-        ],
-    )
-    def test_is_loopback_host(self, host: str | None, expected: bool) -> None:
-        assert is_loopback_host(host) is expected
 
 
 class TestScopes:

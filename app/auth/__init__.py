@@ -64,7 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def public(view: F) -> F:
     """Mark a view as reachable without a token."""
-    view._public = True  # type: ignore[attr-defined]
+    view._public = True  # type: ignore[attr-defined]  # a marker on the function, read by _is_public
     return view
 
 
@@ -80,7 +80,6 @@ class BearerAuthentication:
     verifier: TokenVerifier
     challenger: Challenger
     scopes: ScopePolicy
-    resource_url: str
     dpop: ProtectedResourceDPoP = field(default_factory=ProtectedResourceDPoP)
     limits: RateLimits | None = None
     caps: PrincipalCaps | None = None
@@ -94,7 +93,7 @@ class BearerAuthentication:
 
     def authenticate(self) -> Response | None:
         # The request and g are looked up once: every access through Flask's proxies costs a context lookup.
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as a Request
         environ = req.environ
         if req.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return None  # a CORS preflight carries no credentials by design
@@ -230,7 +229,6 @@ def init_app(
             dpop_algorithms=dpop.algorithms,
         ),
         scopes=scopes,
-        resource_url=settings.resource_url,
         dpop=dpop,
         limits=limits,
         caps=caps,

@@ -200,7 +200,7 @@ class MCPBridge:
             targets = self.answered_at_once.get(call.method)
             if targets is None or call.target not in targets:
                 return False
-        _, accepts_events = check_accept_headers(_AcceptHeader(request.environ.get("HTTP_ACCEPT", "")))  # type: ignore[arg-type]
+        _, accepts_events = check_accept_headers(_AcceptHeader(request.environ.get("HTTP_ACCEPT", "")))  # type: ignore[arg-type]  # it reads .headers only
         return accepts_events
 
     def handle(self) -> Response:

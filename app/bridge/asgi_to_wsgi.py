@@ -424,7 +424,7 @@ class ThreadedExchange:
             return None
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self._complete = True
-        return message  # type: ignore[no-any-return]
+        return message  # type: ignore[no-any-return]  # the queue holds the SDK's messages and _END
 
     def close(self) -> None:
         """Cancel an abandoned exchange; a completed one winds down on the loop thread by itself."""

@@ -114,16 +114,16 @@ class TokenEndpointGrant:
     request: OAuth2Request
 
     def validate_token_request(self) -> None:
-        super().validate_token_request()  # type: ignore[misc]
+        super().validate_token_request()  # type: ignore[misc]  # a mixin: the grant after it in the MRO has it
         self.server.resource.requested(self.request)
         # The thumbprint of the proof's key, None when the request carried no proof.
-        self.request.dpop_jkt = self.server.dpop_proof(self.request)  # type: ignore[attr-defined]
+        self.request.dpop_jkt = self.server.dpop_proof(self.request)  # type: ignore[attr-defined]  # ours, on authlib's request
 
     def generate_token(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         binding = dpop_binding.set(getattr(self.request, "dpop_jkt", None))
         try:
             # A mixin: the grant class after it in the MRO has generate_token, which authlib leaves untyped.
-            return super().generate_token(*args, **kwargs)  # type: ignore[misc,no-any-return]
+            return super().generate_token(*args, **kwargs)  # type: ignore[misc,no-any-return]  # a mixin; untyped in authlib
         finally:
             dpop_binding.reset(binding)
 
@@ -212,13 +212,13 @@ class RefreshTokenGrant(SingleUse, TokenEndpointGrant, grants.RefreshTokenGrant)
     server: DevAuthorizationServer
 
     # None (authlib's stub says a token) makes authlib answer invalid_grant.
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:  # type: ignore[override]
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:  # type: ignore[override]  # None: invalid_grant
         record = self.server.storage.find(RefreshToken, digest(refresh_token))
         return self.usable(record if record is not None and not record.is_revoked() else None)
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        jkt: str | None = self.request.dpop_jkt  # type: ignore[attr-defined]
+        jkt: str | None = self.request.dpop_jkt  # type: ignore[attr-defined]  # set by validate_token_request
         # What authenticate_refresh_token returned, which authlib's stub cannot know.
         bound = cast(RefreshToken, self.request.refresh_token).jkt
         # RFC 9449 section 5: for a public client's bound refresh token, "the binding MUST be validated

@@ -80,13 +80,13 @@ class Client(ClientMixin):
         return self.client_id
 
     # None (authlib's stub says str) makes authlib require the redirect_uri parameter.
-    def get_default_redirect_uri(self) -> str | None:  # type: ignore[override]
+    def get_default_redirect_uri(self) -> str | None:  # type: ignore[override]  # None: redirect_uri required
         # OAuth 2.1 section 4.1.1: redirect_uri may be omitted only when exactly one is registered.
         uris = self.redirect_uris
         return uris[0] if len(uris) == 1 else None
 
     # authlib passes the request's scope string, or None when it has none (its stub says a collection).
-    def get_allowed_scope(self, scope: str | None) -> str:  # type: ignore[override]
+    def get_allowed_scope(self, scope: str | None) -> str:  # type: ignore[override]  # authlib passes a str or None
         """The requested scopes (already checked against the server's list), else the registered ones."""
         if not scope:
             scope = str(self.metadata.get("scope") or "")
@@ -132,7 +132,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
         return self.code_hash
 
     # None (authlib's stub says str) when the authorization request named no redirect_uri.
-    def get_redirect_uri(self) -> str | None:  # type: ignore[override]
+    def get_redirect_uri(self) -> str | None:  # type: ignore[override]  # None: none was named
         return self.redirect_uri
 
     def get_scope(self) -> str:

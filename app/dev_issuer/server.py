@@ -103,7 +103,7 @@ class DevAuthorizationServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_extension(self.issuer_parameter)
         # authlib takes any endpoint with an ENDPOINT_NAME; its stub names only RFC 6749's Endpoint class.
-        self.register_endpoint(RegistrationEndpoint(self, self.metadata))  # type: ignore[arg-type]
+        self.register_endpoint(RegistrationEndpoint(self, self.metadata))  # type: ignore[arg-type]  # has ENDPOINT_NAME
         self.register_endpoint(TokenRevocationEndpoint(self, issuer, self.revoked))
 
     def revoke_family(self, family: str) -> int:
@@ -138,7 +138,7 @@ class DevAuthorizationServer(AuthorizationServer):
             raise InvalidDPoPProofError(str(error)) from None
 
     # None (authlib's stub says a client) makes authlib answer invalid_client.
-    def query_client(self, client_id: str) -> Client | None:  # type: ignore[override]
+    def query_client(self, client_id: str) -> Client | None:  # type: ignore[override]  # None: invalid_client
         if is_metadata_document_url(client_id):
             return self.documents.client(client_id)
         return self.storage.client(client_id)

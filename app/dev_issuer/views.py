@@ -84,7 +84,7 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
         if error.redirect_uri and server.storage.consented(request.args.get("client_id", "")):
             # authlib's Flask integration answers with a Flask Response, and takes None for the request; its stub
             # types the framework-neutral base class (here and at each create_*_response below).
-            response = cast(Response, server.handle_error_response(None, error))  # type: ignore[arg-type]
+            response = cast(Response, server.handle_error_response(None, error))  # type: ignore[arg-type]  # it takes None for the request
             server.issuer_parameter.add_issuer_parameter(server, response)
             return response
         logger.info("refused an authorization request: %s (%s)", error.error, error.description)
@@ -169,11 +169,11 @@ def create_blueprint(server: DevAuthorizationServer, issuer: DevIssuer, settings
             return InvalidClientMetadata(
                 "The body must be a JSON object of client metadata (application/json)"
             ).response()
-        return cast(Response, server.create_endpoint_response("client_registration"))  # type: ignore[no-untyped-call]
+        return cast(Response, server.create_endpoint_response("client_registration"))  # type: ignore[no-untyped-call]  # untyped in the stub
 
     @public
     def revoke() -> Response:
-        return cast(Response, server.create_endpoint_response("revocation"))  # type: ignore[no-untyped-call]
+        return cast(Response, server.create_endpoint_response("revocation"))  # type: ignore[no-untyped-call]  # untyped in the stub
 
     @public
     def authorization_server_metadata() -> Response:

@@ -83,7 +83,7 @@ class AccessLogger(glogging.Logger):
             self.error(traceback.format_exc())
 
     # The stub's TypedDict leaves out the {header}i/{header}o/{key}e atoms gunicorn's own atoms() has too.
-    def atoms(  # type: ignore[override]
+    def atoms(  # type: ignore[override]  # the stub's TypedDict lacks some atoms
         self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta
     ) -> dict[str, Any]:
         atoms: dict[str, Any] = {}
@@ -138,7 +138,7 @@ _Getter = Callable[[AccessLogger, Any, Any, MutableMapping[str, Any], timedelta]
 _ATOM_GETTERS: dict[str, _Getter] = {
     "h": lambda log, resp, req, environ, took: environ.get("REMOTE_ADDR", "-"),
     "l": lambda log, resp, req, environ, took: "-",
-    "u": lambda log, resp, req, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]
+    "u": lambda log, resp, req, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]  # private, tested
     "t": lambda log, resp, req, environ, took: log.now(),
     "r": lambda log, resp, req, environ, took: (
         f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"

@@ -582,7 +582,7 @@ class ClientConnection:
         keep_alive = self._respond(req, resp, environ)
         if keep_alive:
             # types-gunicorn 26.2 lags gunicorn 27, whose finish_body says whether the body was drained.
-            keep_alive = bool(parser.finish_body(deadline=time.monotonic() + BODY_DRAIN_TIMEOUT))  # type: ignore[func-returns-value]
+            keep_alive = bool(parser.finish_body(deadline=time.monotonic() + BODY_DRAIN_TIMEOUT))  # type: ignore[func-returns-value]  # a bool in gunicorn 27
         if keep_alive:
             self.buffer = parser.unreader.take_buffered()
         return keep_alive
@@ -606,7 +606,7 @@ class ClientConnection:
             if not worker.alive or not cfg.keepalive:
                 resp.force_close()
             # The stubs type a WSGI app's start_response without exc_info and without the write it returns.
-            respiter = worker.wsgi(environ, resp.start_response)  # type: ignore[arg-type]
+            respiter = worker.wsgi(environ, resp.start_response)  # type: ignore[arg-type]  # a full start_response
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
