@@ -5,9 +5,11 @@ atom it knows for every request, whatever ``access_log_format`` uses: a formatte
 timestamp, basic-auth parsing, and one dict entry per request header, per
 response header and per environ key, about 20 microseconds a request with the
 shipped format, which names eight. This subclass reads the format once and
-computes those it names, with gunicorn's own definitions, and writes the line
-through :func:`app.log_lines.write_line`; the lines, handlers, files, syslog and
-every other log are gunicorn's.
+computes those it names, with gunicorn's own definitions: a plain format is
+compiled into a template (:class:`CompiledFormat`) and its line written through
+:mod:`app.log_lines` when that is all logging would do; any other format or set-up
+gets gunicorn's own path. The lines, handlers, files, syslog and every other log
+are gunicorn's.
 """
 
 from __future__ import annotations
