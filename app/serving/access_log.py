@@ -136,30 +136,6 @@ class _ProcessId:
 
 _process_id = _ProcessId()
 _Getter = Callable[[AccessLogger, Any, Any, MutableMapping[str, Any], timedelta], Any]
-# Private in gunicorn and not in its stub (u): tests/test_dependency_internals.py checks it is there.
-_ATOM_GETTERS: dict[str, _Getter] = {
-    "h": lambda log, resp, req, environ, took: environ.get("REMOTE_ADDR", "-"),
-    "l": lambda log, resp, req, environ, took: "-",
-    "u": lambda log, resp, req, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]  # private, tested
-    "t": lambda log, resp, req, environ, took: log.now(),
-    "r": lambda log, resp, req, environ, took: (
-        f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
-    ),
-    "s": lambda log, resp, req, environ, took: _status(resp),
-    "m": lambda log, resp, req, environ, took: environ.get("REQUEST_METHOD"),
-    "U": lambda log, resp, req, environ, took: environ.get("PATH_INFO"),
-    "q": lambda log, resp, req, environ, took: environ.get("QUERY_STRING"),
-    "H": lambda log, resp, req, environ, took: environ.get("SERVER_PROTOCOL"),
-    "b": lambda log, resp, req, environ, took: getattr(resp, "sent", None) is not None and str(resp.sent) or "-",
-    "B": lambda log, resp, req, environ, took: getattr(resp, "sent", None),
-    "f": lambda log, resp, req, environ, took: environ.get("HTTP_REFERER", "-"),
-    "a": lambda log, resp, req, environ, took: environ.get("HTTP_USER_AGENT", "-"),
-    "T": lambda log, resp, req, environ, took: took.seconds,
-    "D": lambda log, resp, req, environ, took: (took.seconds * 1000000) + took.microseconds,
-    "M": lambda log, resp, req, environ, took: (took.seconds * 1000) + int(took.microseconds / 1000),
-    "L": lambda log, resp, req, environ, took: "%d.%06d" % (took.seconds, took.microseconds),  # noqa: UP031 (gunicorn's)
-    "p": lambda log, resp, req, environ, took: _process_id.atom,
-}
 # The atoms that are one environ value each, with gunicorn's default for a missing key.
 _ENVIRON_ATOMS: dict[str, tuple[str, str | None]] = {
     "h": ("REMOTE_ADDR", "-"),
@@ -169,6 +145,30 @@ _ENVIRON_ATOMS: dict[str, tuple[str, str | None]] = {
     "H": ("SERVER_PROTOCOL", None),
     "f": ("HTTP_REFERER", "-"),
     "a": ("HTTP_USER_AGENT", "-"),
+}
+
+
+def _from_environ(key: str, default: str | None) -> _Getter:
+    return lambda log, resp, req, environ, took: environ.get(key, default)
+
+
+# Private in gunicorn and not in its stub (u): tests/test_dependency_internals.py checks it is there.
+_ATOM_GETTERS: dict[str, _Getter] = {
+    "l": lambda log, resp, req, environ, took: "-",
+    "u": lambda log, resp, req, environ, took: log._get_user(environ) or "-",  # type: ignore[attr-defined]  # private, tested
+    "t": lambda log, resp, req, environ, took: log.now(),
+    "r": lambda log, resp, req, environ, took: (
+        f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"
+    ),
+    "s": lambda log, resp, req, environ, took: _status(resp),
+    "b": lambda log, resp, req, environ, took: getattr(resp, "sent", None) is not None and str(resp.sent) or "-",
+    "B": lambda log, resp, req, environ, took: getattr(resp, "sent", None),
+    "T": lambda log, resp, req, environ, took: took.seconds,
+    "D": lambda log, resp, req, environ, took: (took.seconds * 1000000) + took.microseconds,
+    "M": lambda log, resp, req, environ, took: (took.seconds * 1000) + int(took.microseconds / 1000),
+    "L": lambda log, resp, req, environ, took: "%d.%06d" % (took.seconds, took.microseconds),  # noqa: UP031 (gunicorn's)
+    "p": lambda log, resp, req, environ, took: _process_id.atom,
+    **{atom: _from_environ(key, default) for atom, (key, default) in _ENVIRON_ATOMS.items()},
 }
 
 

@@ -67,8 +67,8 @@ def test_only_the_named_atoms_are_computed(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize(
     "access_format",
-    [SHIPPED, EVERY_ATOM, '%(h)s "%(r)s" 100%% done %(s)s', "%(h)-15s %(s)s %(B)d"],
-    ids=["shipped", "every atom", "a literal percent", "other conversions (gunicorn formats them)"],
+    [SHIPPED, EVERY_ATOM, '%(h)s "%(r)s" 100%% done %(s)s', "{%(h)s} {} %(s)s", "%(h)-15s %(s)s %(B)d"],
+    ids=["shipped", "every atom", "a literal percent", "literal braces", "other conversions (gunicorn formats them)"],
 )
 def test_the_same_lines_in_the_file_as_gunicorn(
     access_format: str, tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
