@@ -22,6 +22,7 @@ from app.provider import ToolError
 from app.provider import current_principal
 
 MAX_TITLE_LENGTH = 500
+BUSY_TIMEOUT = 10.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -55,13 +56,30 @@ class TodoStore:
     def __init__(self, path: str) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            db.executescript(SCHEMA)
+        self._create()
+
+    def _create(self) -> None:
+        """Turn on WAL and create the schema, once per database file.
+
+        WAL is a property of the file, so later connections need not ask for it.
+        gunicorn boots its workers together, and SQLite answers a second switch to
+        WAL that meets the first with "database is locked" at once, without
+        waiting out the busy timeout: so the switch is retried until the timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                with closing(self._connect()) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
 
     def list(self, owner: tuple[str, str]) -> list[Todo]:
         with closing(self._connect()) as db:
