@@ -15,39 +15,36 @@ its lines are kept and written together, in one write, when it next polls
 write is a system call that a shared log file also serialises between the
 worker processes. A line then reaches its stream microseconds to milliseconds
 after its request ended, never later than the next poll; a worker killed with
-SIGKILL loses the lines of the requests it served since its last poll.
+SIGKILL loses the lines of the requests it served since its last poll. The
+serving thread also keeps its finding that a logger's lines may go straight to
+the stream, for ``DECISION_LIFETIME`` seconds: a change of the logging set-up
+reaches its lines within a second.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
-from typing import NamedTuple
 
 from app.serving import run_slot
 
 MAX_PENDING = 64
-
-
-class _Waiting(NamedTuple):
-    """A handler's lines waiting for the serving thread's next poll, and for each what logs it if the write fails."""
-
-    lines: list[str]
-    fallbacks: list[Callable[[], None]]
+#: How long the serving thread keeps its decision that a logger's lines may go straight to the stream.
+DECISION_LIFETIME = 1.0
 
 
 # A handler whose emit is a write to its stream (a FileHandler is one too), whatever the stream.
 PlainHandler = logging.StreamHandler[Any]
-_pending: dict[PlainHandler, _Waiting] = {}
 
 _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 
 def plain_handler(logger: logging.Logger, level: int) -> PlainHandler | None:
     """The logger's one handler, if a line written straight to its stream is all logging would do."""
-    # Asked for every line: attribute reads (``x.__class__``, not a call of ``type``), cheapest first.
+    # Attribute reads (``x.__class__``, not a call of ``type``), cheapest first.
     handlers = logger.handlers
     if logger.propagate or logger.filters or len(handlers) != 1 or not logger.isEnabledFor(level):
         return None
@@ -80,45 +77,81 @@ def write_to(handler: PlainHandler, line: str) -> bool:
     return True
 
 
-def _flush_handler(handler: PlainHandler) -> None:
-    waiting = _pending.get(handler)
-    if waiting is None or not waiting.lines:
-        return
-    lines, fallbacks = waiting.lines[:], waiting.fallbacks[:]
-    del waiting.lines[:], waiting.fallbacks[:]
-    if write_to(handler, handler.terminator.join(lines)):
-        return
-    for fallback in fallbacks:
-        fallback()  # the stream failed: logging reports it its own way
+class _Batch:
+    """One logger's lines kept for the serving thread's next poll, and whether they may go straight to its stream."""
+
+    __slots__ = ("add", "handler", "level", "lines", "logger")
+
+    def __init__(self, logger: logging.Logger, level: int) -> None:
+        self.logger = logger
+        self.level = level
+        self.handler = plain_handler(logger, level)
+        self.lines: list[str] = []
+        self.add: LineWriter | None = self.lines.append if self.handler is not None else None
+
+    def write(self) -> None:
+        lines = self.lines
+        if not lines:
+            return
+        kept = lines[:]
+        lines.clear()
+        assert self.handler is not None  # only a plain handler's lines are kept
+        if not write_to(self.handler, self.handler.terminator.join(kept)):
+            for line in kept:
+                self.logger.log(self.level, line)  # the stream failed: logging reports it its own way
+
+
+#: Writes one finished line.
+LineWriter = Callable[[str], None]
+
+# Only the serving thread, holding its slot, reads or changes them; the decisions are taken afresh
+# at the first poll DECISION_LIFETIME seconds after they were taken.
+_batches: dict[logging.Logger, _Batch] = {}
+_decided_at = 0.0
+
+
+def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
+    """What writes a finished line straight to the logger's stream; None when only ``logger.log`` would do.
+
+    In the serving thread the line is kept for its next poll; in any other it is written at once.
+    """
+    if run_slot.holding():
+        batch = _batches.get(logger)
+        if batch is None:
+            batch = _batches[logger] = _Batch(logger, level)
+        elif len(batch.lines) >= MAX_PENDING:
+            batch.write()
+        if batch.level == level:
+            return batch.add
+    handler = plain_handler(logger, level)
+    if handler is None:
+        return None
+
+    def write_now(line: str) -> None:
+        if not write_to(handler, line):
+            logger.log(level, line)  # the stream failed: logging reports it its own way
+
+    return write_now
 
 
 def flush() -> None:
-    """Write the lines kept for the serving thread's next poll."""
-    for handler in list(_pending):
-        _flush_handler(handler)
+    """Write the lines kept for the serving thread's next poll; once the findings have aged, forget them."""
+    global _decided_at
+    for batch in list(_batches.values()):
+        batch.write()
+    now = time.monotonic()
+    if now - _decided_at >= DECISION_LIFETIME:
+        _batches.clear()
+        _decided_at = now
 
 
 atexit.register(flush)
 
 
-def keep_or_write(handler: PlainHandler, line: str, fallback: Callable[[], None]) -> None:
-    """Keep ``line`` for the serving thread's next poll, or write it now; ``fallback()`` logs it if the write fails."""
-    if run_slot.holding():
-        waiting = _pending.get(handler)
-        if waiting is None:
-            waiting = _pending[handler] = _Waiting([], [])
-        waiting.lines.append(line)
-        waiting.fallbacks.append(fallback)
-        if len(waiting.lines) >= MAX_PENDING:
-            _flush_handler(handler)
-    elif not write_to(handler, line):
-        fallback()
-
-
 def write_line(logger: logging.Logger, level: int, line: str) -> None:
     """``logger.log(level, line)`` of a finished line (no arguments), the fast way when it would come to the same."""
-    handler = plain_handler(logger, level)
-    if handler is None:
+    add = line_writer(logger, level)
+    if add is None:
         logger.log(level, line)
     else:
-        keep_or_write(handler, line, lambda: logger.log(level, line))
+        add(line)

@@ -354,8 +354,8 @@ class PrincipalCaps:
 
         ``ctx`` is the request's ``flask.g``: what to give back goes there for :meth:`attach`.
         """
-        key = principal.key
-        parsed = ctx.__dict__.get("mcp_request")
+        found = ctx.__dict__
+        parsed = found.get("mcp_request")
         calls: tuple[MCPCall, ...] = parsed.calls if parsed is not None else ()
         stream = (method == "GET" and self.stateful) or (len(calls) == 1 and calls[0].method == LISTEN)
         opens_session = (
@@ -379,14 +379,15 @@ class PrincipalCaps:
                 if len(slot) > limit:
                     slot.pop()
                     return self._refuse("in_flight", principal)
-                ctx.__dict__[RELEASE_KEY] = plain[2]
+                found[RELEASE_KEY] = plain[2]
                 return None
-            wanted: tuple[tuple[str, Key, int], ...] = (("in_flight", key, limit),)
+            wanted: tuple[tuple[str, Key, int], ...] = (("in_flight", principal.key, limit),)
             full = counters.acquire(wanted)
             if full is not None:
                 return self._refuse(full, principal)
             ctx.__dict__[RELEASE_KEY] = partial(counters.release, wanted)
             return None
+        key = principal.key
         caps = []
         if self.in_flight is not None:
             caps.append(("in_flight", key, self.in_flight))

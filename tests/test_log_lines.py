@@ -133,7 +133,71 @@ def test_at_most_max_pending_lines_wait(logger: logging.Logger) -> None:
         slot.take()
         for number in range(log_lines.MAX_PENDING):
             write_line(logger, logging.INFO, str(number))
+        assert stream.getvalue() == ""
+        write_line(logger, logging.INFO, "one more")
         assert stream.getvalue().count("\n") == log_lines.MAX_PENDING
+    finally:
+        run_slot.install(None)
+        log_lines.flush()
+
+
+def test_the_serving_thread_keeps_its_finding_for_a_while(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change of the set-up reaches the serving thread's lines once its finding has aged, and then it does."""
+    from app import log_lines
+    from app.serving import run_slot
+
+    stream = io.StringIO()
+    logger.addHandler(plain(stream))
+    captured = Records()
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        monkeypatch.setattr(log_lines, "DECISION_LIFETIME", 3600.0)
+        log_lines.flush()
+        write_line(logger, logging.INFO, "before")
+        logger.addHandler(captured)  # two handlers: the logging path, once the finding is taken afresh
+        write_line(logger, logging.INFO, "same finding")
+        log_lines.flush()
+        write_line(logger, logging.INFO, "a poll later")
+        log_lines.flush()
+        assert stream.getvalue() == "before\nsame finding\na poll later\n"
+        assert captured.records == []
+        monkeypatch.setattr(log_lines, "DECISION_LIFETIME", 0.0)
+        log_lines.flush()  # the finding has aged
+        write_line(logger, logging.INFO, "afresh")
+        assert [r.getMessage() for r in captured.records] == ["afresh"]
+        assert stream.getvalue().endswith("a poll later\nafresh\n")  # logging's own write, at once
+    finally:
+        run_slot.install(None)
+        log_lines.flush()
+
+
+def test_a_failed_stream_at_the_poll_reports_every_kept_line(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import log_lines
+    from app.serving import run_slot
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    handler = plain(Broken())
+    logger.addHandler(handler)
+    reported: list[object] = []
+    monkeypatch.setattr(handler, "handleError", lambda record: reported.append(record.getMessage()))
+    slot = run_slot.RunSlot()
+    run_slot.install(slot)
+    try:
+        slot.take()
+        write_line(logger, logging.INFO, "one")
+        write_line(logger, logging.INFO, "two")
+        assert reported == []
+        log_lines.flush()
+        assert reported == ["one", "two"]
     finally:
         run_slot.install(None)
         log_lines.flush()

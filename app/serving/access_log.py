@@ -25,8 +25,7 @@ from typing import Any
 
 from gunicorn import glogging
 
-from app.log_lines import keep_or_write
-from app.log_lines import plain_handler
+from app.log_lines import line_writer
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
 _PIECE = re.compile(r"%\(([^)]+)\)s")
@@ -66,21 +65,15 @@ class AccessLogger(glogging.Logger):
         if not self.access_log_enabled:
             return
         compiled = self._compiled
-        handler = plain_handler(self.access_log, logging.INFO) if compiled is not None else None
+        access_log = self.access_log
         try:
-            if handler is not None:
+            add = line_writer(access_log, logging.INFO) if compiled is not None else None
+            if add is not None:
                 assert compiled is not None
-                line = compiled.line(self, resp, req, environ, request_time)
-                keep_or_write(handler, line, lambda: self._log_line_through_logging(line))
+                add(compiled.line(self, resp, req, environ, request_time))
             else:
                 atoms = self.atoms(resp, req, environ, request_time)
-                self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
-        except Exception:
-            self.error(traceback.format_exc())
-
-    def _log_line_through_logging(self, line: str) -> None:
-        try:
-            self.access_log.info("%s", line)
+                access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:
             self.error(traceback.format_exc())
 
