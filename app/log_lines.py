@@ -85,18 +85,25 @@ class _Batch:
     def __init__(self, logger: logging.Logger, level: int) -> None:
         self.logger = logger
         self.level = level
-        self.handler = plain_handler(logger, level)
         self.lines: list[str] = []
-        self.add: LineWriter | None = self.lines.append if self.handler is not None else None
+        self.handler: PlainHandler | None = None
+        self.add: LineWriter | None = None
+        self.decide()
+
+    def decide(self) -> None:
+        self.handler = plain_handler(self.logger, self.level)
+        self.add = self.lines.append if self.handler is not None else None
 
     def write(self) -> None:
         lines = self.lines
         if not lines:
             return
-        kept = lines[:]
-        lines.clear()
-        assert self.handler is not None  # only a plain handler's lines are kept
-        if not write_to(self.handler, self.handler.terminator.join(kept)):
+        # The first n only: a line another thread appends meanwhile (a slot overtaken) waits for the next write.
+        n = len(lines)
+        kept = lines[:n]
+        del lines[:n]
+        handler = self.handler
+        if handler is None or not write_to(handler, handler.terminator.join(kept)):
             for line in kept:
                 self.logger.log(self.level, line)  # the stream failed: logging reports it its own way
 
@@ -105,7 +112,9 @@ class _Batch:
 LineWriter = Callable[[str], None]
 
 # Only the serving thread, holding its slot, reads or changes them; the decisions are taken afresh
-# at the first poll DECISION_LIFETIME seconds after they were taken.
+# at the first poll DECISION_LIFETIME seconds after they were taken. A batch, once made, stays: a
+# thread whose slot was overtaken between taking a batch's ``add`` and calling it still adds to a
+# batch that will be written.
 _batches: dict[logging.Logger, _Batch] = {}
 _decided_at = 0.0
 
@@ -135,14 +144,16 @@ def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
 
 
 def flush() -> None:
-    """Write the lines kept for the serving thread's next poll; once the findings have aged, forget them."""
+    """Write the lines kept for the serving thread's next poll; once the findings have aged, take them afresh."""
     global _decided_at
-    for batch in list(_batches.values()):
+    batches = list(_batches.values())
+    for batch in batches:
         batch.write()
     now = time.monotonic()
     if now - _decided_at >= DECISION_LIFETIME:
-        _batches.clear()
         _decided_at = now
+        for batch in batches:
+            batch.decide()
 
 
 atexit.register(flush)
