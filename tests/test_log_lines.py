@@ -75,9 +75,10 @@ def test_what_makes_the_short_way_unsafe(logger: logging.Logger, change: str) ->
     assert plain_handler(logger, logging.INFO) is None
 
 
-def test_a_failed_stream_is_reported_as_logging_reports_it(
-    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def failed_stream(logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The logger's one plain handler writes to a stream that fails; what its handleError reported."""
+
     class Broken(io.StringIO):
         def write(self, text: str) -> int:
             raise OSError("disk full")
@@ -86,8 +87,12 @@ def test_a_failed_stream_is_reported_as_logging_reports_it(
     logger.addHandler(handler)
     reported: list[object] = []
     monkeypatch.setattr(handler, "handleError", lambda record: reported.append(record.getMessage()))
+    return reported
+
+
+def test_a_failed_stream_is_reported_as_logging_reports_it(logger: logging.Logger, failed_stream: list[object]) -> None:
     write_line(logger, logging.INFO, "the line")
-    assert reported == ["the line"]
+    assert failed_stream == ["the line"]
 
 
 def test_the_serving_thread_writes_its_lines_together_at_the_next_poll(logger: logging.Logger) -> None:
@@ -176,28 +181,20 @@ def test_the_serving_thread_keeps_its_finding_for_a_while(
 
 
 def test_a_failed_stream_at_the_poll_reports_every_kept_line(
-    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+    logger: logging.Logger, failed_stream: list[object]
 ) -> None:
     from app import log_lines
     from app.serving import run_slot
 
-    class Broken(io.StringIO):
-        def write(self, text: str) -> int:
-            raise OSError("disk full")
-
-    handler = plain(Broken())
-    logger.addHandler(handler)
-    reported: list[object] = []
-    monkeypatch.setattr(handler, "handleError", lambda record: reported.append(record.getMessage()))
     slot = run_slot.RunSlot()
     run_slot.install(slot)
     try:
         slot.take()
         write_line(logger, logging.INFO, "one")
         write_line(logger, logging.INFO, "two")
-        assert reported == []
+        assert failed_stream == []
         log_lines.flush()
-        assert reported == ["one", "two"]
+        assert failed_stream == ["one", "two"]
     finally:
         run_slot.install(None)
         log_lines.flush()
