@@ -385,7 +385,7 @@ class PrincipalCaps:
             full = counters.acquire(wanted)
             if full is not None:
                 return self._refuse(full, principal)
-            ctx.__dict__[RELEASE_KEY] = partial(counters.release, wanted)
+            found[RELEASE_KEY] = partial(counters.release, wanted)
             return None
         key = principal.key
         caps = []
@@ -402,7 +402,7 @@ class PrincipalCaps:
                 if wanted:
                     self.counters.release(wanted)
                 return self._refuse("sessions", principal)
-        ctx.__dict__[RELEASE_KEY] = partial(self._release, wanted, key if opens_session else None)
+        found[RELEASE_KEY] = partial(self._release, wanted, key if opens_session else None)
         return None
 
     def _plain_slot(
