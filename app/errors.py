@@ -100,19 +100,6 @@ class Forbidden(JSONError):
     error = "forbidden"
 
 
-class ForbiddenOrigin(Forbidden):
-    """MCP Streamable HTTP: "If the Origin header is present and invalid, servers MUST respond with 403"."""
-
-    error = "forbidden_origin"
-
-
-class MisdirectedRequest(JSONError):
-    """RFC 9110 section 15.5.20 (421): this server does not serve the requested host."""
-
-    status_code = 421
-    error = "misdirected_request"
-
-
 class InvalidClientMetadata(JSONError):
     """RFC 7591 section 3.2.2 ``invalid_client_metadata`` (400)."""
 

@@ -22,8 +22,7 @@ from flask import Response
 from flask import request
 
 from app.errors import Forbidden
-from app.errors import ForbiddenOrigin
-from app.errors import MisdirectedRequest
+from app.errors import JSONError
 from app.settings import Settings
 from app.urls import is_loopback_host
 
@@ -32,6 +31,20 @@ logger = logging.getLogger(__name__)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 HOST_CACHE_SIZE = 256
 _FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+
+# This module's own refusals, as app.metrics keeps its own; both are branches of the one tree in app.errors.
+class ForbiddenOrigin(Forbidden):
+    """MCP Streamable HTTP: "If the Origin header is present and invalid, servers MUST respond with 403"."""
+
+    error = "forbidden_origin"
+
+
+class MisdirectedRequest(JSONError):
+    """RFC 9110 section 15.5.20 (421): this server does not serve the requested host."""
+
+    status_code = 421
+    error = "misdirected_request"
 
 
 class TransportSecurity:
