@@ -56,29 +56,13 @@ class TodoStore:
     def __init__(self, path: str) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._create()
-
-    def _create(self) -> None:
-        """Turn on WAL and create the schema, once per database file.
-
-        WAL is a property of the file, so later connections need not ask for it.
-        gunicorn boots its workers together, and SQLite answers a second switch to
-        WAL that meets the first with "database is locked" at once, without
-        waiting out the busy timeout: so the switch is retried until the timeout.
-        """
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        while True:
-            try:
-                with closing(self._connect()) as db:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.executescript(SCHEMA)
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
+        with closing(self._connect()) as db:
+            db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
+        # SQLite's default journal: its locks wait out the busy timeout, so workers that boot together and
+        # create the schema at once take turns. (A switch to WAL is refused at once instead, without waiting:
+        # it once cost a worker its start.)
         return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
 
     def list(self, owner: tuple[str, str]) -> list[Todo]:
