@@ -156,18 +156,13 @@ class AuditLines:
         return part
 
     def _call(self, mcp: MCPRequest) -> str:
-        calls = mcp.calls
-        if len(calls) == 1:  # the common request, without the loop
-            target = calls[0].target
-            tool = target if calls[0].method == "tools/call" else None
-        else:
-            tool = target = None
-            for call in calls:
-                if call.target is not None:
-                    if target is None:
-                        target = call.target
-                    if tool is None and call.method == "tools/call":
-                        tool = call.target
+        tool = target = None
+        for call in mcp.calls:
+            if call.target is not None:
+                if target is None:
+                    target = call.target
+                if tool is None and call.method == "tools/call":
+                    tool = call.target
         key = (mcp.method, tool, target)
         part = self._calls.get(key)
         if part is None:

@@ -27,6 +27,7 @@ import atexit
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from app.serving import run_slot
@@ -119,28 +120,33 @@ _batches: dict[logging.Logger, _Batch] = {}
 _decided_at = 0.0
 
 
+def _serving_batch(logger: logging.Logger, level: int) -> _Batch | None:
+    """The serving thread's batch of this logger at this level; None in any other thread."""
+    if not run_slot.holding():
+        return None
+    batch = _batches.get(logger)
+    if batch is None:
+        batch = _batches[logger] = _Batch(logger, level)
+    elif len(batch.lines) >= MAX_PENDING:
+        batch.write()
+    return batch if batch.level == level else None
+
+
+def _write_now(handler: PlainHandler | None, logger: logging.Logger, level: int, line: str) -> None:
+    if handler is None or not write_to(handler, line):
+        logger.log(level, line)  # another set-up, or the stream failed: logging does it its own way
+
+
 def line_writer(logger: logging.Logger, level: int) -> LineWriter | None:
     """What writes a finished line straight to the logger's stream; None when only ``logger.log`` would do.
 
     In the serving thread the line is kept for its next poll; in any other it is written at once.
     """
-    if run_slot.holding():
-        batch = _batches.get(logger)
-        if batch is None:
-            batch = _batches[logger] = _Batch(logger, level)
-        elif len(batch.lines) >= MAX_PENDING:
-            batch.write()
-        if batch.level == level:
-            return batch.add
+    batch = _serving_batch(logger, level)
+    if batch is not None:
+        return batch.add
     handler = plain_handler(logger, level)
-    if handler is None:
-        return None
-
-    def write_now(line: str) -> None:
-        if not write_to(handler, line):
-            logger.log(level, line)  # the stream failed: logging reports it its own way
-
-    return write_now
+    return None if handler is None else partial(_write_now, handler, logger, level)
 
 
 def flush() -> None:
@@ -161,8 +167,10 @@ atexit.register(flush)
 
 def write_line(logger: logging.Logger, level: int, line: str) -> None:
     """``logger.log(level, line)`` of a finished line (no arguments), the fast way when it would come to the same."""
-    add = line_writer(logger, level)
-    if add is None:
+    batch = _serving_batch(logger, level)
+    if batch is None:
+        _write_now(plain_handler(logger, level), logger, level, line)
+    elif batch.add is None:
         logger.log(level, line)
     else:
-        add(line)
+        batch.add(line)
